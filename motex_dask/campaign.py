@@ -1,0 +1,106 @@
+"""The Python API: run a whole campaign (steps 1–4), or steps 3–4 alone on a store.
+
+    from motex_dask.campaign import run_campaign
+    summary = run_campaign("workflows/c60.yaml")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .catalogue import check_catalogue
+from .cluster import load_profile, open_client
+from .config import Campaign, load_campaign, parse_campaign
+from .data import PDFData, read_pdf
+from .errors import InputError
+from .graph import FitProblem, run_fits
+from .store import CampaignStore
+from .structure import StartingModel, load_model
+
+log = logging.getLogger("motex_dask")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A validated campaign with its starting model and the data on the fit range."""
+
+    campaign: Campaign
+    model: StartingModel
+    data: PDFData
+
+
+def prepare(campaign: Campaign) -> Inputs:
+    """Read and check every input file before anything is written."""
+    model = load_model(campaign.structure, campaign.permute, campaign.threshold)
+    data = read_pdf(campaign.data).window(campaign.fit.rmin, campaign.fit.rmax)
+    check_catalogue(campaign.catalogue, model.n_perm, str(campaign.path))
+    return Inputs(campaign, model, data)
+
+
+def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+    """Run (or resume, or extend) a campaign; returns the summary written to summary.json."""
+    inputs = prepare(load_campaign(path))
+    campaign = inputs.campaign
+    profile = load_profile(cluster or campaign.cluster, base_dir=campaign.path.parent)
+    started = time.perf_counter()
+    with CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
+        problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
+        with open_client(profile, stage="fit") as client:
+            fits = run_fits(client, store, problem, progress=progress)
+    fit_seconds = time.perf_counter() - started
+    log.info("fit stage: %s", fits)
+    if fits_only:
+        return {"fits": fits, "fit_seconds": fit_seconds}
+    return _learn_and_report(inputs, profile, {"fits": fits, "fit_seconds": fit_seconds})
+
+
+def campaign_of_store(store_url: str) -> Campaign:
+    """The campaign a store was written by (its settings are kept in the store's attributes)."""
+    store = CampaignStore.open_readonly(store_url)
+    source = Path(store.settings.get("campaign_file") or f"{store_url} (stored settings)")
+    settings = {k: v for k, v in store.settings.items() if k != "campaign_file"}
+    return parse_campaign(settings, source)
+
+
+def explain_store(store_url: str, output_dir: str | Path | None = None, cluster: str | None = None) -> dict[str, Any]:
+    """Steps 3–4 alone on a finished or partial store: learn, explain, write the outputs."""
+    campaign = campaign_of_store(store_url)
+    if output_dir is not None:
+        campaign = replace(campaign, output=Path(output_dir).resolve(), store=store_url)
+    inputs = prepare(campaign)
+    base = campaign.path.parent if campaign.path else Path.cwd()
+    profile = load_profile(cluster or campaign.cluster, base_dir=base)
+    return _learn_and_report(inputs, profile, {})
+
+
+def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    from . import explain, learn, report
+
+    campaign = inputs.campaign
+    store_url = campaign.store_path
+    timings = {}
+    with open_client(profile, stage="learn") as client:
+        t0 = time.perf_counter()
+        features = learn.load_features(store_url)
+        if features.n_ok < 50:
+            raise InputError(f"{store_url}: only {features.n_ok} successful fits; "
+                             "learning needs at least 50 (raise catalogue.size or run the fits first)")
+        trained = learn.train(client, features, campaign.learn)
+        timings["train_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        contributions = explain.explain(client, features, trained, campaign.learn)
+        timings["explain_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,
+                                   trained, store_url)
+    timings["report_seconds"] = time.perf_counter() - t0
+    summary = {**summary, **timings, "outputs": {k: str(v) for k, v in outputs.items()}}
+    log.info("outputs in %s", campaign.output)
+    log.debug("%s", json.dumps(summary, default=str))
+    return summary

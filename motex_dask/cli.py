@@ -1,0 +1,193 @@
+"""`motex`: the command line, a thin layer over the Python API.
+
+    motex run CAMPAIGN.yaml            run, resume or extend a campaign
+    motex status STORE [--json]        how far a campaign is
+    motex explain STORE                steps 3-4 again on a finished or partial store
+    motex report STORE                 one self-contained HTML page
+    motex pdf STRUCTURE -o OUT.gr      the PDF of any structure file
+    motex submit CAMPAIGN --cluster P  a batch script that runs the whole campaign in an allocation
+    motex init STRUCTURE DATA          a commented campaign file to start from
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+log = logging.getLogger("motex_dask")
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("motex: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from .cluster import job_script, load_profile
+        from .config import load_campaign
+
+        campaign = load_campaign(args.campaign)
+        print(job_script(load_profile(args.cluster or campaign.cluster, base_dir=campaign.path.parent)))
+        return 0
+    from .campaign import run_campaign
+
+    summary = run_campaign(args.campaign, cluster=args.cluster, fits_only=args.fits_only,
+                           progress=not args.quiet)
+    if not args.quiet:
+        outputs = summary.get("outputs", {})
+        for name, path in outputs.items():
+            print(f"{name}: {path}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .store import format_status, status_report
+
+    report = status_report(args.store)
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .campaign import explain_store
+
+    summary = explain_store(args.store, output_dir=args.output, cluster=args.cluster)
+    for name, path in summary.get("outputs", {}).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .htmlreport import write_html_report
+
+    print(write_html_report(args.store, args.output))
+    return 0
+
+
+def cmd_pdf(args: argparse.Namespace) -> int:
+    from .pdf import pdf_from_atoms, write_gr
+    from .structure import read_structure
+
+    atoms = read_structure(args.structure)
+    settings = dict(qmin=args.qmin, qmax=args.qmax, qdamp=args.qdamp, qbroad=args.qbroad, rmin=args.rmin,
+                    rmax=args.rmax, rstep=args.rstep, uiso=args.uiso, zoom=args.zoom, radiation=args.radiation)
+    _check_pdf_settings(settings)
+    r, g = pdf_from_atoms(atoms.get_chemical_symbols(), atoms.get_positions(), **settings)
+    write_gr(args.output, r, g, {"structure": str(Path(args.structure).resolve()), **settings})
+    log.info("wrote %s (%d points)", args.output, len(r))
+    return 0
+
+
+def _check_pdf_settings(s: dict) -> None:
+    for lo, hi in (("qmin", "qmax"), ("rmin", "rmax")):
+        if not s[lo] < s[hi]:
+            raise InputError(f"option --{lo}: must be below --{hi} (got {s[lo]} and {s[hi]})")
+    for name in ("qdamp", "qbroad", "qmin", "rmin"):
+        if s[name] < 0:
+            raise InputError(f"option --{name}: must be >= 0 (got {s[name]})")
+    for name in ("rstep", "uiso", "zoom"):
+        if s[name] <= 0:
+            raise InputError(f"option --{name}: must be > 0 (got {s[name]})")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .cluster import load_profile, submit_batch_script, write_batch_script
+    from .config import load_campaign
+
+    campaign = load_campaign(args.campaign)
+    profile = load_profile(args.cluster, base_dir=campaign.path.parent)
+    out = Path(args.output) if args.output else campaign.path.with_suffix(f".{profile.kind}.sh")
+    script = write_batch_script(campaign.path, profile, out)
+    print(script)
+    if args.now:
+        print(f"submitted job {submit_batch_script(script, profile)}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .config import write_campaign_template
+
+    print(write_campaign_template(args.structure, args.data, args.permute, Path(args.output)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="motex", description="ML-MotEx motif extraction as a Dask campaign.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run, resume or extend a campaign")
+    p.add_argument("campaign", help="campaign file (YAML)")
+    p.add_argument("--cluster", help="cluster profile name or file (overrides the campaign's)")
+    p.add_argument("--dry-run", action="store_true", help="print the worker job script and exit")
+    p.add_argument("--fits-only", action="store_true", help="stop after the fit stage (steps 1-2)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="progress of a campaign store")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("explain", help="steps 3-4 (learn, SHAP, outputs) on a store")
+    p.add_argument("store")
+    p.add_argument("-o", "--output", help="output folder (default: the campaign's)")
+    p.add_argument("--cluster", help="cluster profile name or file")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a store's outputs")
+    p.add_argument("store")
+    p.add_argument("-o", "--output", help="HTML file (default: report.html in the output folder)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("pdf", help="the PDF G(r) of a structure file")
+    p.add_argument("structure")
+    p.add_argument("-o", "--output", required=True, help="two-column text file r G")
+    for name, default in (("qmin", 0.7), ("qmax", 20.0), ("qdamp", 0.05), ("qbroad", 0.01), ("rmin", 1.0),
+                          ("rmax", 20.0), ("rstep", 0.01), ("uiso", 0.005), ("zoom", 1.0)):
+        p.add_argument(f"--{name}", type=float, default=default, help=f"(default {default})")
+    p.add_argument("--radiation", choices=("xray", "neutron"), default="xray")
+    p.set_defaults(func=cmd_pdf)
+
+    p = sub.add_parser("submit", help="write (and with --now submit) a batch script for the whole campaign")
+    p.add_argument("campaign")
+    p.add_argument("--cluster", required=True, help="cluster profile name or file (slurm, pbs, ...)")
+    p.add_argument("-o", "--output", help="script path (default: next to the campaign file)")
+    p.add_argument("--now", action="store_true", help="submit it with sbatch/qsub")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("init", help="write a commented campaign file for a structure and a data file")
+    p.add_argument("structure")
+    p.add_argument("data")
+    p.add_argument("--permute", nargs="+", help="elements to permute (default: the heaviest element)")
+    p.add_argument("-o", "--output", default="campaign.yaml")
+    p.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet, args.verbose)
+    try:
+        return args.func(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: every finished chunk is saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

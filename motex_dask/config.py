@@ -1,0 +1,292 @@
+"""Campaign files: YAML → validated, frozen settings.
+
+Every section is a dataclass; `_build` walks the YAML mapping against the dataclass fields, so an
+unknown or misspelt key, a wrong type or an out-of-range value becomes one `InputError` that names
+the file and the field (``fit.qmin``) and says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+STRATEGIES = ("uniform-size", "bernoulli", "exhaustive")
+ENGINES = ("batched", "srfit")
+CALCULATORS = ("motex", "srreal")
+RADIATIONS = ("xray", "neutron")
+EXHAUSTIVE_MAX_ATOMS = 24
+
+
+class SettingError(Exception):
+    """A bad value in one field; the loader adds the file name and the section path."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+        self.message = message
+
+
+def _require(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise SettingError(field_name, message)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One refinable fit parameter: refined within [lo, hi] from `start`, or fixed at `start`."""
+
+    refine: bool = True
+    start: float = 1.0
+    lo: float = field(default=-float("inf"), metadata={"key": "min"})
+    hi: float = field(default=float("inf"), metadata={"key": "max"})
+
+    def __post_init__(self) -> None:
+        _require(self.lo < self.hi, "min", f"must be below max (got min={self.lo}, max={self.hi})")
+        _require(self.lo <= self.start <= self.hi, "start",
+                 f"must lie within [min, max] = [{self.lo}, {self.hi}] (got {self.start})")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How each candidate is refined against the data (see docs/design.md)."""
+
+    engine: str = "batched"
+    calculator: str = "motex"
+    rmin: float = 1.6
+    rmax: float = 10.0
+    qmin: float = 0.7
+    qmax: float = 20.0
+    qdamp: float = 0.05
+    qbroad: float = 0.01
+    radiation: str = "xray"
+    zoom: ParamSpec = ParamSpec(True, 1.0, 0.97, 1.03)
+    uiso: ParamSpec = ParamSpec(True, 0.005, 0.001, 0.05)
+
+    def __post_init__(self) -> None:
+        _require(self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)} (got {self.engine!r})")
+        _require(self.calculator in CALCULATORS, "calculator",
+                 f"must be one of {', '.join(CALCULATORS)} (got {self.calculator!r})")
+        _require(self.calculator == "motex" or self.engine == "srfit", "calculator",
+                 "the srreal calculator is only available with engine: srfit")
+        _require(self.radiation in RADIATIONS, "radiation",
+                 f"must be one of {', '.join(RADIATIONS)} (got {self.radiation!r})")
+        _require(self.rmin > 0, "rmin", f"must be > 0 Å (got {self.rmin})")
+        _require(self.rmin < self.rmax, "rmin", f"must be below rmax (got rmin={self.rmin}, rmax={self.rmax})")
+        _require(self.qmin >= 0, "qmin", f"must be >= 0 (got {self.qmin})")
+        _require(self.qmin < self.qmax, "qmin", f"must be below qmax (got qmin={self.qmin}, qmax={self.qmax})")
+        _require(self.qdamp >= 0, "qdamp", f"must be >= 0 (got {self.qdamp})")
+        _require(self.qbroad >= 0, "qbroad", f"must be >= 0 (got {self.qbroad})")
+        _require(self.zoom.lo > 0, "zoom.min", f"must be > 0 (got {self.zoom.lo})")
+        _require(self.uiso.lo > 0, "uiso.min", f"must be > 0 Å² (got {self.uiso.lo})")
+
+
+@dataclass(frozen=True)
+class CatalogueSettings:
+    """Which candidate masks are drawn, and how they are split into fit tasks."""
+
+    size: int = 20000
+    chunk_size: int = 2000
+    seed: int = 0
+    strategy: str = "uniform-size"
+    keep_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(self.size > 0, "size", f"must be a positive number of candidates (got {self.size})")
+        _require(self.chunk_size > 0, "chunk_size", f"must be > 0 (got {self.chunk_size})")
+        _require(self.seed >= 0, "seed", f"must be >= 0 (got {self.seed})")
+        _require(self.strategy in STRATEGIES, "strategy",
+                 f"must be one of {', '.join(STRATEGIES)} (got {self.strategy!r})")
+        _require(0 < self.keep_probability < 1, "keep_probability",
+                 f"must lie strictly between 0 and 1 (got {self.keep_probability})")
+
+
+@dataclass(frozen=True)
+class LearnSettings:
+    """Steps 3–4: XGBoost training, hyper-parameter search and SHAP uncertainty."""
+
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    seed: int = 0
+    tune: bool = True
+    n_trials: int = 12
+    cv_folds: int = 3
+    early_stopping_rounds: int = 20
+    max_rounds: int = 2000
+    bootstrap: int = 100
+    best_candidates: int = 5
+
+    def __post_init__(self) -> None:
+        _require(0 < self.test_fraction < 0.5, "test_fraction", f"must lie in (0, 0.5) (got {self.test_fraction})")
+        _require(0 < self.validation_fraction < 0.5, "validation_fraction",
+                 f"must lie in (0, 0.5) (got {self.validation_fraction})")
+        _require(self.test_fraction + self.validation_fraction < 0.8, "test_fraction",
+                 "test_fraction + validation_fraction must leave at least 20 % for training")
+        _require(self.n_trials >= 1, "n_trials", f"must be >= 1 (got {self.n_trials})")
+        _require(self.cv_folds >= 2, "cv_folds", f"must be >= 2 (got {self.cv_folds})")
+        _require(self.early_stopping_rounds >= 1, "early_stopping_rounds",
+                 f"must be >= 1 (got {self.early_stopping_rounds})")
+        _require(self.max_rounds >= 1, "max_rounds", f"must be >= 1 (got {self.max_rounds})")
+        _require(self.bootstrap >= 0, "bootstrap", f"must be >= 0 (got {self.bootstrap})")
+        _require(self.best_candidates >= 0, "best_candidates", f"must be >= 0 (got {self.best_candidates})")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A whole campaign file. Relative paths are resolved against the file's folder."""
+
+    structure: Path
+    data: Path
+    permute: tuple[str, ...]
+    output: Path
+    threshold: float = 2.5
+    catalogue: CatalogueSettings = CatalogueSettings()
+    fit: FitSettings = FitSettings()
+    learn: LearnSettings = LearnSettings()
+    store: str = ""
+    cluster: str = "local"
+    path: Path | None = field(default=None, metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        _require(len(self.permute) > 0, "permute", "name at least one element to permute, e.g. [C] or [W]")
+        _require(self.threshold > 0, "threshold", f"must be a distance > 0 Å (got {self.threshold})")
+
+    @property
+    def store_path(self) -> str:
+        """The store URL; defaults to <output>/store.zarr."""
+        return self.store or str(self.output / "store.zarr")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings (for store attributes and reports)."""
+        out = _to_plain(self)
+        out.pop("path", None)
+        out["store"] = self.store_path
+        return out
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change fit results (the catalogue size may grow: extension)."""
+        d = self.to_dict()
+        d["catalogue"].pop("size")
+        for key in ("structure", "data", "output", "store", "cluster", "learn"):
+            d.pop(key)
+        return d
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {_key(f): _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _type_name(tp: Any) -> str:
+    return {float: "a number", int: "a whole number", bool: "true or false", str: "a string",
+            Path: "a file path"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one YAML value to the annotated type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, args[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise SettingError(where, f"must be a mapping of keys (got {value!r})")
+        return _build(tp, value, where)
+    if origin is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise SettingError(where, f"must be a list of element symbols such as [W] (got {value!r})")
+        return tuple(items)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, str) and value != "",
+    }[tp]
+    if not ok:
+        raise SettingError(where, f"must be {_type_name(tp)} (got {value!r})")
+    return Path(value) if tp is Path else (float(value) if tp is float else value)
+
+
+def _build(cls: type, mapping: dict[str, Any], prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from a YAML mapping; unknown keys are errors."""
+    fields = {_key(f): f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in mapping.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
+            raise SettingError(where, f"unknown key{hint}")
+        f = fields[key]
+        kwargs[f.name] = _convert(value, hints[f.name], where)
+    missing = [k for k, f in fields.items() if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SettingError(f"{prefix}{missing[0]}", "is required")
+    try:
+        return cls(**kwargs)
+    except SettingError as err:
+        raise SettingError(f"{prefix}{err.field_name}", err.message) from None
+
+
+def parse_campaign(mapping: Any, path: Path) -> Campaign:
+    """Validate a loaded YAML mapping; `path` names the file in errors and anchors relative paths."""
+    if not isinstance(mapping, dict):
+        raise InputError(f"{path}: a campaign file must be a YAML mapping of keys (see `motex init`)")
+    try:
+        campaign = _build(Campaign, mapping)
+    except SettingError as err:
+        raise InputError(f"{path}: field '{err.field_name}': {err.message}") from None
+    base = path.resolve().parent
+    store = campaign.store
+    if store and "://" not in store:
+        store = str((base / store).resolve())
+    campaign = dataclasses.replace(
+        campaign,
+        structure=(base / campaign.structure).resolve(),
+        data=(base / campaign.data).resolve(),
+        output=(base / campaign.output).resolve(),
+        store=store,
+        path=path.resolve(),
+    )
+    for name in ("structure", "data"):
+        file = getattr(campaign, name)
+        if not file.is_file():
+            raise InputError(f"{path}: field '{name}': file {file} does not exist")
+    return campaign
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: campaign file not found")
+    try:
+        mapping = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise InputError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file; a campaign file is YAML") from None
+    return parse_campaign(mapping, path)
