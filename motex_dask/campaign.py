@@ -48,16 +48,27 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
     inputs = prepare(load_campaign(path))
     campaign = inputs.campaign
     profile = load_profile(cluster or campaign.cluster, base_dir=campaign.path.parent)
-    started = time.perf_counter()
+    t0 = time.perf_counter()
     with CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
+        summary: dict[str, Any] = {"store_seconds": time.perf_counter() - t0}
         problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
         with open_client(profile, stage="fit") as client:
-            fits = run_fits(client, store, problem, progress=progress)
-    fit_seconds = time.perf_counter() - started
-    log.info("fit stage: %s", fits)
+            summary["fits"] = run_fits(client, store, problem, progress=progress)
+            summary["peak_worker_mb"] = {"fit": worker_peak_mb(client)}
     if fits_only:
-        return {"fits": fits, "fit_seconds": fit_seconds}
-    return _learn_and_report(inputs, profile, {"fits": fits, "fit_seconds": fit_seconds})
+        return summary
+    return _learn_and_report(inputs, profile, summary)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def worker_peak_mb(client: Any) -> dict[str, float]:
+    """Peak resident memory (MB) of every worker process so far, by worker address."""
+    return client.run(_peak_rss_mb)
 
 
 def campaign_of_store(store_url: str) -> Campaign:
@@ -96,11 +107,12 @@ def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any]) -> 
         t0 = time.perf_counter()
         contributions = explain.explain(client, features, trained, campaign.learn)
         timings["explain_seconds"] = time.perf_counter() - t0
+        peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(client)}
     t0 = time.perf_counter()
     outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,
                                    trained, store_url)
     timings["report_seconds"] = time.perf_counter() - t0
-    summary = {**summary, **timings, "outputs": {k: str(v) for k, v in outputs.items()}}
+    summary = {**summary, **timings, "peak_worker_mb": peaks, "outputs": {k: str(v) for k, v in outputs.items()}}
     log.info("outputs in %s", campaign.output)
     log.debug("%s", json.dumps(summary, default=str))
     return summary

@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
+import typing
 from pathlib import Path
 
 from .errors import InputError
@@ -22,13 +25,77 @@ from .errors import InputError
 log = logging.getLogger("motex_dask")
 
 
+#: Write failures that are the environment's, not a bug: one line and exit 2, like bad input.
+_WRITE_ERRORS = {
+    errno.ENOSPC: "free some space or point the output/store elsewhere",
+    errno.EDQUOT: "free some space or point the output/store elsewhere",
+    errno.EFBIG: "raise the file size limit (ulimit -f) or write elsewhere",
+    errno.EROFS: "point the output/store to a writable folder",
+    errno.EACCES: "point the output/store to a folder you can write to",
+    errno.EPERM: "point the output/store to a folder you can write to",
+    errno.ENOENT: "create the folder first or choose another path",
+    errno.ENOTDIR: "part of the path is a file, not a folder; choose another path",
+}
+
+
 def _setup_logging(quiet: bool, verbose: bool) -> None:
+    """One logger, `motex_dask`, to stderr: INFO by default, WARNING with -q, DEBUG with -v."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("motex: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    # Dask's own INFO lines (worker start/stop, ...) drown the progress bar; keep them for -v. The
+    # variable reaches distributed when it is imported later, and the worker processes; a user's own wins.
+    dask_level = "info" if verbose else "error" if quiet else "warning"
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", dask_level)
+    for name in ("distributed", "dask_jobqueue"):
+        logging.getLogger(name).setLevel(dask_level.upper())
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind an exception, also when it was re-raised wrapped (``raise … from``, groups).
+
+    Not ``__context__``: a bug raised while handling an OSError must still show its traceback.
+    """
+    todo, seen = [err], set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError):
+            return e
+        todo += [e.__cause__] if e.__cause__ is not None else []
+        todo += list(getattr(e, "exceptions", ()))  # ExceptionGroup
+    return None
+
+
+def _write_targets(args: argparse.Namespace) -> str:
+    """Where the command writes, for an OSError that names no file (ENOSPC on write() names none)."""
+    if getattr(args, "output", None):
+        return str(args.output)
+    if getattr(args, "campaign", None):
+        from .config import load_campaign
+
+        try:
+            campaign = load_campaign(args.campaign)
+        except InputError:
+            return str(args.campaign)
+        return f"{campaign.store_path} or {campaign.output}"
+    return str(getattr(args, "store", "the output folder"))
+
+
+def _os_error_line(err: OSError, args: argparse.Namespace) -> str:
+    """One line for an OSError: the path, what happened and what to do."""
+    where = err.filename if err.filename is not None else _write_targets(args)
+    what = err.strerror or str(err) or type(err).__name__
+    hint = _WRITE_ERRORS.get(err.errno)
+    text = f"{where}: {what}" + (f"; {hint}" if hint else "")
+    if hint and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and getattr(args, "campaign", None):
+        text += "; finished chunks are kept, run again to resume"
+    return text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -70,7 +137,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .htmlreport import write_html_report
 
-    print(write_html_report(args.store, args.output))
+    print(write_html_report(args.store, args.output, outputs=args.outputs))
     return 0
 
 
@@ -121,36 +188,50 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, ``error: …``, like every other motex error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="motex", description="ML-MotEx motif extraction as a Dask campaign.")
+    # -q/-v work before and after the command (`motex -q run x.yaml`, `motex run x.yaml -q`);
+    # SUPPRESS keeps a subcommand's unset flag from overwriting the top-level one.
+    common = _Parser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="warnings and errors only, no progress bar")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    parser = _Parser(prog="motex", description="ML-MotEx motif extraction as a Dask campaign.")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run, resume or extend a campaign")
+    p = sub.add_parser("run", parents=[common], help="run, resume or extend a campaign")
     p.add_argument("campaign", help="campaign file (YAML)")
     p.add_argument("--cluster", help="cluster profile name or file (overrides the campaign's)")
     p.add_argument("--dry-run", action="store_true", help="print the worker job script and exit")
     p.add_argument("--fits-only", action="store_true", help="stop after the fit stage (steps 1-2)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="progress of a campaign store")
+    p = sub.add_parser("status", parents=[common], help="progress of a campaign store")
     p.add_argument("store")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("explain", help="steps 3-4 (learn, SHAP, outputs) on a store")
+    p = sub.add_parser("explain", parents=[common], help="steps 3-4 (learn, SHAP, outputs) on a store")
     p.add_argument("store")
     p.add_argument("-o", "--output", help="output folder (default: the campaign's)")
     p.add_argument("--cluster", help="cluster profile name or file")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("report", help="a self-contained HTML report of a store's outputs")
+    p = sub.add_parser("report", parents=[common], help="a self-contained HTML report of a store's outputs")
     p.add_argument("store")
     p.add_argument("-o", "--output", help="HTML file (default: report.html in the output folder)")
+    p.add_argument("--outputs", help="folder `motex explain -o` wrote (default: the campaign's output folder)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("pdf", help="the PDF G(r) of a structure file")
+    p = sub.add_parser("pdf", parents=[common], help="the PDF G(r) of a structure file")
     p.add_argument("structure")
     p.add_argument("-o", "--output", required=True, help="two-column text file r G")
     for name, default in (("qmin", 0.7), ("qmax", 20.0), ("qdamp", 0.05), ("qbroad", 0.01), ("rmin", 1.0),
@@ -159,14 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radiation", choices=("xray", "neutron"), default="xray")
     p.set_defaults(func=cmd_pdf)
 
-    p = sub.add_parser("submit", help="write (and with --now submit) a batch script for the whole campaign")
+    p = sub.add_parser("submit", parents=[common],
+                       help="write (and with --now submit) a batch script for the whole campaign")
     p.add_argument("campaign")
     p.add_argument("--cluster", required=True, help="cluster profile name or file (slurm, pbs, ...)")
     p.add_argument("-o", "--output", help="script path (default: next to the campaign file)")
     p.add_argument("--now", action="store_true", help="submit it with sbatch/qsub")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("init", help="write a commented campaign file for a structure and a data file")
+    p = sub.add_parser("init", parents=[common],
+                       help="write a commented campaign file for a structure and a data file")
     p.add_argument("structure")
     p.add_argument("data")
     p.add_argument("--permute", nargs="+", help="elements to permute (default: the heaviest element)")
@@ -176,13 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; the exit code is 0, 2 for bad input (one ``error:`` line), 130 on Ctrl-C."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already printed as one line
+        return int(done.code or 0)
     _setup_logging(args.quiet, args.verbose)
     try:
         return args.func(args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        os_err = _os_error(err)
+        if os_err is None:
+            raise  # a bug: the traceback is what a bug report needs
+        log.debug("details", exc_info=err)
+        print(f"error: {_os_error_line(os_err, args)}", file=sys.stderr)
+        return 2 if os_err.errno in _WRITE_ERRORS else 1
     except KeyboardInterrupt:
         print("interrupted: every finished chunk is saved; run the same command again to resume",
               file=sys.stderr)

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from ase.data import chemical_symbols
 
 from .errors import InputError
 
@@ -157,6 +163,12 @@ class Campaign:
 
     def __post_init__(self) -> None:
         _require(len(self.permute) > 0, "permute", "name at least one element to permute, e.g. [C] or [W]")
+        for element in self.permute:
+            _require(element in chemical_symbols[1:], "permute", f"{element!r} is not an element symbol"
+                     + (f"; did you mean {element.capitalize()!r}?" if element.capitalize() in chemical_symbols
+                        else " (write e.g. [Ga] or [W, Mo])"))
+        _require(len(set(self.permute)) == len(self.permute), "permute",
+                 f"lists an element twice ({list(self.permute)})")
         _require(self.threshold > 0, "threshold", f"must be a distance > 0 Å (got {self.threshold})")
 
     @property
@@ -194,21 +206,35 @@ def _key(f: dataclasses.Field) -> str:
     return f.metadata.get("key", f.name)
 
 
+def _yaml_scalar(value: Any) -> str:
+    """A value as it is written in a campaign file."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    return text if re.fullmatch(r"[\w./+-]+", text) else json.dumps(text)
+
+
 def _type_name(tp: Any) -> str:
     return {float: "a number", int: "a whole number", bool: "true or false", str: "a string",
             Path: "a file path"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert one YAML value to the annotated type."""
+def _convert(value: Any, tp: Any, where: str, default: Any = None) -> Any:
+    """Check/convert one YAML value to the annotated type (`default`: the field's default value)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(value, args[0], where)
+        return _convert(value, args[0], where, default)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise SettingError(where, f"must be a mapping of keys (got {value!r})")
-        return _build(tp, value, where)
+            example = ", ".join(f"{k}: {_yaml_scalar(v)}" for k, v in _to_plain(default or tp()).items()) \
+                if tp is ParamSpec else ""
+            raise SettingError(where, f"must be a mapping of keys{f' such as {{{example}}}' if example else ''} "
+                                      f"(got {value!r})")
+        # Keys left out keep the field's default (zoom: {start: 1.01} keeps min 0.97, max 1.03).
+        return _build(tp, value, f"{where}.", base=default if dataclasses.is_dataclass(default) else None)
     if origin is tuple:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
@@ -221,32 +247,82 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         str: isinstance(value, str),
         Path: isinstance(value, str) and value != "",
     }[tp]
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # size: 2e4
     if not ok:
         raise SettingError(where, f"must be {_type_name(tp)} (got {value!r})")
+    if tp is float and math.isnan(value):
+        raise SettingError(where, "must be a number, not NaN")
     return Path(value) if tp is Path else (float(value) if tp is float else value)
 
 
-def _build(cls: type, mapping: dict[str, Any], prefix: str = "") -> Any:
-    """Instantiate dataclass `cls` from a YAML mapping; unknown keys are errors."""
+def _unknown_key_hint(cls: type, key: str, prefix: str) -> str:
+    """'; did you mean …?' for a misspelt key, or for a key that belongs in a section."""
+    fields = [_key(f) for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    close = difflib.get_close_matches(key, fields, n=1)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            inner = [_key(g) for g in dataclasses.fields(hints[f.name])]
+            close = difflib.get_close_matches(key, inner, n=1)
+            if close:
+                return f"; did you mean '{prefix}{_key(f)}.{close[0]}'? (it belongs in the {_key(f)} section)"
+    return f"; known keys: {', '.join(fields)}"
+
+
+def _build(cls: type, mapping: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """Instantiate dataclass `cls` from a YAML mapping (over the values of `base`); unknown keys are errors."""
     fields = {_key(f): f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in mapping.items():
         where = f"{prefix}{key}"
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
-            raise SettingError(where, f"unknown key{hint}")
+            raise SettingError(where, f"unknown key{_unknown_key_hint(cls, str(key), prefix)}")
         f = fields[key]
-        kwargs[f.name] = _convert(value, hints[f.name], where)
+        default = getattr(base, f.name) if base is not None else f.default
+        kwargs[f.name] = _convert(value, hints[f.name], where, default)
     missing = [k for k, f in fields.items() if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise SettingError(f"{prefix}{missing[0]}", "is required")
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except SettingError as err:
         raise SettingError(f"{prefix}{err.field_name}", err.message) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as people write it: ``1e-3`` is a number (YAML 1.1 needs ``1.0e-3``), a repeated key is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+
+
+def load_yaml(text: str, path: Path) -> Any:
+    """Parse campaign YAML text; a syntax error becomes one InputError naming the file and line."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise InputError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
 
 
 def parse_campaign(mapping: Any, path: Path) -> Campaign:
@@ -271,22 +347,203 @@ def parse_campaign(mapping: Any, path: Path) -> Campaign:
     )
     for name in ("structure", "data"):
         file = getattr(campaign, name)
+        if file.is_dir():
+            raise InputError(f"{path}: field '{name}': {file} is a folder; name the file itself")
         if not file.is_file():
             raise InputError(f"{path}: field '{name}': file {file} does not exist")
+    if campaign.output.exists() and not campaign.output.is_dir():
+        raise InputError(f"{path}: field 'output': {campaign.output} is a file; name a folder for the outputs")
     return campaign
 
 
 def load_campaign(path: str | Path) -> Campaign:
     """Read and validate a campaign file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the campaign file (YAML), e.g. workflows/c60.yaml")
     if not path.is_file():
-        raise InputError(f"{path}: campaign file not found")
+        raise InputError(f"{path}: campaign file not found (write one with `motex init STRUCTURE DATA`)")
     try:
-        mapping = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark else ""
-        raise InputError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file; a campaign file is YAML") from None
-    return parse_campaign(mapping, path)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the campaign file ({err.strerror})") from None
+    return parse_campaign(load_yaml(text, path), path)
+
+
+#: One line per campaign key (dotted path): what it means. Used by `motex init` and the README.
+FIELD_HELP: dict[str, str] = {
+    "structure": "starting model: any structure file ase reads (xyz, cif, pdb, …)",
+    "data": "measured PDF: columns r G [dG], after an optional PDFgetX3/xPDFsuite/PDFgui header",
+    "permute": "elements whose atoms are switched on/off in the candidate motifs",
+    "output": "folder for the outputs (CSV, XYZ, PNG, summary.json)",
+    "threshold": "Å: an atom of another element stays while a kept permuted atom is this close",
+    "store": "Zarr store of the fit results: a folder or an fsspec URL (default <output>/store.zarr)",
+    "cluster": "where the work runs: local, or a cluster profile name/file (see docs/cluster.md)",
+    "catalogue.size": "number of candidate motifs to fit (duplicates are fitted once); raise it later to extend",
+    "catalogue.chunk_size": "candidates per fit task: the unit of progress, resume and parallelism",
+    "catalogue.seed": "random seed: the same seed gives the same catalogue everywhere",
+    "catalogue.strategy": "uniform-size (ML-MotEx: a size k uniform in 1..N, then k atoms) | bernoulli | "
+                          f"exhaustive (every subset; at most {EXHAUSTIVE_MAX_ATOMS} permuted atoms)",
+    "catalogue.keep_probability": "bernoulli only: the chance that each permuted atom is kept",
+    "fit.engine": "batched (fast, the default) | srfit (diffpy.srfit, for cross-checks)",
+    "fit.calculator": "srfit engine only: motex | srreal (needs diffpy.srreal)",
+    "fit.rmin": "Å: start of the fit range (points with rmin <= r < rmax are fitted)",
+    "fit.rmax": "Å: end of the fit range",
+    "fit.qmin": "Å⁻¹: lowest Q used when the data were transformed to G(r)",
+    "fit.qmax": "Å⁻¹: highest Q used when the data were transformed to G(r)",
+    "fit.qdamp": "Å⁻¹: instrument resolution damping (from a fit to a calibrant such as Ni or CeO2)",
+    "fit.qbroad": "Å⁻¹: instrument resolution peak broadening (from a calibrant fit)",
+    "fit.radiation": "xray | neutron: selects X-ray form factors or neutron scattering lengths",
+    "fit.zoom": "isotropic expansion of the model {refine, start, min, max}: refined in [min, max] or fixed at start",
+    "fit.uiso": "Å²: one isotropic displacement parameter for every atom {refine, start, min, max}",
+    "learn.test_fraction": "share of the fits held out to test the trained model",
+    "learn.validation_fraction": "share of the fits used for early stopping",
+    "learn.seed": "random seed of the splits, the search and the bootstrap",
+    "learn.tune": "true: search XGBoost hyper-parameters (optuna); false: use fixed, sensible ones",
+    "learn.n_trials": "hyper-parameter settings tried by the search",
+    "learn.cv_folds": "cross-validation folds per tried setting",
+    "learn.early_stopping_rounds": "stop adding trees after this many rounds without improvement",
+    "learn.max_rounds": "most boosting rounds (trees); also the search's upper bound",
+    "learn.bootstrap": "Bayesian-bootstrap replicates for each atom's uncertainty (below 2: a standard error)",
+    "learn.best_candidates": "number of lowest-R_wp candidate motifs listed in the outputs",
+}
+
+#: Permuted atoms up to which `motex init` proposes the exhaustive catalogue (2**14 - 1 fits).
+_INIT_EXHAUSTIVE_ATOMS = 14
+#: `motex init` suggests threshold = this × the shortest distance from a permuted to another atom.
+_INIT_THRESHOLD_FACTOR = 1.2
+
+
+def _rel(path: Path, base: Path) -> str:
+    """`path` relative to `base` when it is close by (a campaign folder moves as a whole), else absolute."""
+    try:
+        rel = Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return path.resolve().as_posix()
+    return path.resolve().as_posix() if rel.startswith("../..") else rel
+
+
+def _header_float(header: dict[str, str], key: str) -> float | None:
+    try:
+        value = float(header[key])
+    except (KeyError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def write_campaign_template(structure: str | Path, data: str | Path, permute: list[str] | None,
+                            output: str | Path) -> Path:
+    """Write a commented campaign file for a structure and a data file; refuses to overwrite one."""
+    from scipy.spatial import cKDTree
+
+    from .catalogue import check_catalogue
+    from .data import read_header, read_pdf
+    from .structure import build_model, read_structure
+
+    output = Path(output)
+    if output.exists() or output.is_symlink():
+        raise InputError(f"{output}: already exists; pick another name with -o, or remove it first")
+    structure, data = Path(structure), Path(data)
+    atoms = read_structure(structure)
+    pdf = read_pdf(data)
+    header = read_header(data)
+    symbols = atoms.get_chemical_symbols()
+    elements = sorted(set(symbols), key=chemical_symbols.index)
+    chosen = bool(permute)
+    permute = tuple(permute) if permute else (elements[-1],)
+    for element in permute:
+        if element not in chemical_symbols[1:]:
+            hint = f"; did you mean {element.capitalize()!r}?" if element.capitalize() in chemical_symbols else ""
+            raise InputError(f"option --permute: {element!r} is not an element symbol{hint}")
+    positions = atoms.get_positions()
+    is_perm = np.isin(symbols, permute)
+    notes = []
+    if is_perm.all() or not is_perm.any():  # (no permuted atom at all: build_model says so below)
+        threshold = Campaign.threshold
+        notes.append("unused here: every atom is permuted")
+    else:
+        dist, _ = cKDTree(positions[is_perm]).query(positions[~is_perm])
+        threshold = round(_INIT_THRESHOLD_FACTOR * float(dist.min()), 2)
+        notes.append(f"{_INIT_THRESHOLD_FACTOR} × the shortest {'/'.join(permute)}–other distance "
+                     f"({dist.min():.2f} Å)")
+    model = build_model(atoms, permute, threshold, source=str(structure))
+    if not is_perm.all():
+        per_atom = model.ligand_of.sum(axis=0).mean()
+        orphans = int((~model.ligand_of.any(axis=1) & ~is_perm).sum())
+        notes.append(f"CHECK: each permuted atom keeps {per_atom:.1f} others on average"
+                     + (f"; {orphans} atoms are near no permuted atom and never kept" if orphans else ""))
+
+    # Fit range: from just below the shortest bond, inside the data, up to 10 Å.
+    all_dist, _ = cKDTree(positions).query(positions, k=2)
+    r_lo = math.ceil(pdf.r[0] * 100) / 100
+    rmin = max(r_lo, math.floor(0.8 * float(all_dist[:, 1].min()) * 10) / 10)
+    rmax = min(FitSettings.rmax, math.floor(pdf.r[-1] * 10) / 10)
+    if rmin >= rmax:
+        raise InputError(f"{data}: data cover only r = {pdf.r[0]:g}–{pdf.r[-1]:g} Å; "
+                         "ML-MotEx needs data up to several Å (e.g. 10 Å)")
+    pdf.window(rmin, rmax)
+
+    fit_values: dict[str, Any] = {}
+    fit_notes: dict[str, str] = {}
+    for key in ("qmin", "qmax", "qdamp", "qbroad"):
+        value = _header_float(header, key)
+        fit_values[key] = value if value is not None else getattr(FitSettings, key)
+        fit_notes[key] = "; from the data file header" if value is not None else \
+            "; CHECK: the default, set your measurement's value"
+    # PDFgetX3/xPDFsuite "mode = xray", PDFgui "stype=X", `motex pdf` "# radiation: xray"
+    mode = (header.get("radiation") or header.get("mode") or header.get("stype") or "").strip().lower()
+    fit_values["radiation"] = "neutron" if mode in ("neutron", "n") else "xray"
+    fit_notes["radiation"] = "; from the data file header" if mode in ("neutron", "n", "xray", "x") else \
+        "; CHECK which"
+    n_perm = int(is_perm.sum())
+    exhaustive = n_perm <= _INIT_EXHAUSTIVE_ATOMS
+    catalogue = {"size": 2**n_perm - 1 if exhaustive else CatalogueSettings.size,
+                 "chunk_size": CatalogueSettings.chunk_size, "seed": CatalogueSettings.seed,
+                 "strategy": "exhaustive" if exhaustive else CatalogueSettings.strategy,
+                 "keep_probability": CatalogueSettings.keep_probability}
+    base = output.parent
+    top = {"structure": _rel(structure, base), "data": _rel(data, base), "permute": list(permute),
+           "threshold": threshold, "output": f"results/{structure.stem}", "cluster": "local"}
+    top_notes = {"threshold": "Å; " + "; ".join(notes),
+                 "permute": FIELD_HELP["permute"] + ("" if chosen else " (here: the heaviest element)")}
+
+    lines = [
+        f"# ML-MotEx campaign written by `motex init` for {structure.name} ({len(atoms)} atoms, "
+        f"{atoms.get_chemical_formula()}) and {data.name} (r = {pdf.r[0]:g}–{pdf.r[-1]:g} Å).",
+        "# Read the lines marked CHECK, then run:   motex run " + output.name,
+        "# Every key is described in the README (Campaign file reference). Relative paths are",
+        "# relative to this file's folder.",
+        "",
+    ]
+
+    def entry(key: str, value: Any, note: str, indent: str = "") -> str:
+        if isinstance(value, list):
+            text = "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+        elif isinstance(value, ParamSpec):
+            text = "{" + ", ".join(f"{k}: {_yaml_scalar(v)}" for k, v in _to_plain(value).items()) + "}"
+        else:
+            text = _yaml_scalar(value)
+        return f"{indent}{key}: {text}".ljust(34) + f"  # {note}"
+
+    for key, value in top.items():
+        lines.append(entry(key, value, top_notes.get(key, FIELD_HELP[key])))
+    lines.append(f"# store: results/{structure.stem}/store.zarr".ljust(34) + f"  # {FIELD_HELP['store']}")
+    sections = {"catalogue": catalogue,
+                "fit": {"engine": FitSettings.engine, "calculator": FitSettings.calculator, "rmin": rmin,
+                        "rmax": rmax, **fit_values, "zoom": FitSettings.zoom, "uiso": FitSettings.uiso},
+                "learn": _to_plain(LearnSettings())}
+    for section, values in sections.items():
+        lines += ["", f"{section}:"]
+        for key, value in values.items():
+            lines.append(entry(key, value, FIELD_HELP[f"{section}.{key}"] + fit_notes.get(key, ""), indent="  "))
+    text = "\n".join(lines) + "\n"
+
+    # The file must load as written: check it before anything is on disk.
+    campaign = parse_campaign(load_yaml(text, output), output)
+    check_catalogue(campaign.catalogue, model.n_perm, str(output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "x", encoding="utf-8") as fh:  # "x": never overwrite, even in a race
+        fh.write(text)
+    return output

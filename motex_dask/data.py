@@ -1,11 +1,13 @@
 """Measured PDF files (.gr/.dat/.txt): headers of PDFgetX3, xPDFsuite and diffpy, then columns.
 
-Columns: ``r G`` or ``r G dG`` or diffpy's ``r G dr dG``. The data block is the run of numeric lines
-at the end of the file; everything before it is header.
+Columns: ``r G`` or ``r G dG`` or diffpy's ``r G dr dG``, separated by blanks, commas or semicolons.
+The data block starts after a ``#### start data`` marker when there is one, and is otherwise the run
+of numeric lines at the end of the file; everything before it is header. ``#`` lines are comments.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,6 +19,13 @@ from .errors import InputError
 MAX_RSTEP = 0.05
 #: Relative tolerance on a uniform r step.
 STEP_TOL = 1e-3
+#: A header holding this many numeric lines is really data interrupted by a bad line.
+_MAX_NUMERIC_HEADER_LINES = 5
+_START_DATA = re.compile(r"^#+\s*start\s+data", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[\s,;]+")
+# "1,23 4,56" or "1,23;4,56": numbers written with decimal commas (a spreadsheet in many locales).
+_DECIMAL_COMMAS = re.compile(r"^-?\d+,\d+(?:[eE][-+]?\d+)?(?:\s*;\s*|\s+)-?\d+,\d+")
+_HEADER_ITEM = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*[=:]\s*(\S.*?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -58,40 +67,103 @@ class PDFData:
         return float((self.r[-1] - self.r[0]) / (len(self.r) - 1))
 
 
-def _numbers(line: str) -> list[float] | None:
-    """The floats of a data line, or None when the line is not all numbers."""
-    tokens = line.replace(",", " ").split()
-    if len(tokens) < 2:
-        return None
+def _read_lines(path: Path, what: str) -> list[str]:
+    """The text lines of a user file, or one InputError saying why it cannot be read."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the {what} file itself")
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found")
     try:
-        return [float(t) for t in tokens]
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the {what} file ({err.strerror})") from None
+    if b"\0" in raw:
+        raise InputError(f"{path}: not a text file; give the PDF as text columns r G [dG]")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # e.g. "Å" written in Latin-1 by an older Windows program
+        text = raw.decode("latin-1")
+    return text.splitlines()
+
+
+def _tokens(line: str) -> list[str]:
+    return [t for t in _SEPARATORS.split(line.strip()) if t]
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
     except ValueError:
-        return None
+        return False
+    return True
+
+
+def _data_start(lines: list[str]) -> int:
+    """Index of the first line of the data block (see the module docstring)."""
+    markers = [i for i, line in enumerate(lines) if _START_DATA.match(line.strip())]
+    if markers:
+        return markers[-1] + 1
+    start = len(lines)
+    for i in range(len(lines) - 1, -1, -1):
+        text = lines[i].strip()
+        if not text or text.startswith("#"):
+            continue
+        tokens = _tokens(text)
+        if not _is_number(tokens[0]):
+            break
+        start = i
+    return start
+
+
+def read_header(path: str | Path) -> dict[str, str]:
+    """``key = value`` items of a data file's header (PDFgetX3/xPDFsuite/PDFgui), keys lower-case."""
+    lines = _read_lines(Path(path), "data")
+    items = {}
+    for line in lines[: _data_start(lines)]:
+        match = _HEADER_ITEM.match(line.lstrip("#"))
+        if match:
+            items[match.group(1).lower()] = match.group(2)
+    return items
 
 
 def read_pdf(path: str | Path) -> PDFData:
     """Read a measured PDF file and check its columns and r grid."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: data file not found")
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file; give the PDF as text columns r G [dG]") from None
+    lines = _read_lines(path, "data")
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path}: the data file is empty; expected lines of numbers r G [dG]")
+    start = _data_start(lines)
+    header_numeric = [i for i, line in enumerate(lines[:start]) if _tokens(line) and
+                      all(_is_number(t) for t in _tokens(line))]
+    if len(header_numeric) > _MAX_NUMERIC_HEADER_LINES:
+        # Numbers, then a non-numeric line, then more numbers: a broken line inside the data.
+        bad = next(i for i in range(header_numeric[0], start) if lines[i].strip()
+                   and not lines[i].lstrip().startswith("#") and i not in header_numeric)
+        raise InputError(f"{path}: line {bad + 1}: expected numeric columns r G [dG], "
+                         f"got {lines[bad].strip()[:40]!r}; fix or remove that line")
     rows: list[tuple[int, list[float]]] = []
-    for lineno, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
+    for i in range(start, len(lines)):
+        text = lines[i].strip()
+        if not text or text.startswith("#"):
             continue
-        values = _numbers(text)
-        if values is None:
-            if rows:
-                raise InputError(f"{path}: line {lineno}: expected numeric columns r G [dG], got {text[:40]!r}")
-            continue  # still in the header
-        rows.append((lineno, values))
+        lineno = i + 1
+        if _DECIMAL_COMMAS.match(text):
+            raise InputError(f"{path}: line {lineno}: numbers written with decimal commas ({text[:30]!r}); "
+                             "export the data with decimal points")
+        tokens = _tokens(text)
+        bad = [t for t in tokens if not _is_number(t)]
+        if bad:
+            if not rows and not _is_number(tokens[0]):
+                continue  # a column-title line after the "start data" marker
+            column = tokens.index(bad[0]) + 1
+            raise InputError(f"{path}: line {lineno}: column {column} is not a number ({bad[0][:20]!r}); "
+                             "expected numeric columns r G [dG]")
+        rows.append((lineno, [float(t) for t in tokens]))
     if not rows:
         raise InputError(f"{path}: no data columns found; expected lines of numbers r G [dG]")
     ncol = len(rows[0][1])
+    if ncol < 2:
+        raise InputError(f"{path}: line {rows[0][0]}: only one column; expected columns r G [dG]")
     for lineno, values in rows:
         if len(values) != ncol:
             raise InputError(f"{path}: line {lineno}: {len(values)} columns where the data start with {ncol}")

@@ -9,6 +9,7 @@ import ase
 import ase.io
 import numpy as np
 from ase.data import chemical_symbols
+from ase.io.formats import UnknownFileTypeError
 from scipy.spatial import cKDTree
 
 from .errors import InputError
@@ -17,9 +18,32 @@ from .errors import InputError
 MIN_SEPARATION = 0.5
 
 
+def _ase_error(path: Path, err: Exception) -> str:
+    """What went wrong when ase could not read a file, in words a user can act on."""
+    if isinstance(err, KeyError):  # ase looks each symbol up in a table: a typo or a site label
+        symbol = str(err.args[0]) if err.args else "?"
+        lineno = next((i for i, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)
+                       if symbol in line.split()), None)
+        where = f"line {lineno}: " if lineno else ""
+        return f"{where}unknown element symbol {symbol!r}; use true element symbols (e.g. Ga, O; not Ga1 or Xx)"
+    if isinstance(err, UnicodeDecodeError):
+        return "not a text structure file; give xyz, cif, pdb or another format ase reads"
+    if isinstance(err, UnknownFileTypeError):
+        return (f"unknown structure file format {path.suffix or '(no extension)'!r}; "
+                "use a file ase reads (.xyz, .cif, .pdb, …)")
+    if isinstance(err, OSError) and err.errno is not None:  # ase's own XYZError is an OSError too
+        return f"cannot read the structure file ({err.strerror})"
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if not reason:
+        return "no structure found in it; give a file ase can read (xyz, cif, pdb, …)"
+    return f"cannot read it as a structure ({reason}); give a file ase can read (xyz, cif, pdb, …)"
+
+
 def read_structure(path: str | Path) -> ase.Atoms:
     """Read a structure with ase.io (xyz, extxyz, cif, pdb, …) and check it is usable."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the structure file itself")
     if not path.is_file():
         raise InputError(f"{path}: structure file not found")
     if path.stat().st_size == 0:
@@ -27,9 +51,7 @@ def read_structure(path: str | Path) -> ase.Atoms:
     try:
         atoms = ase.io.read(path)
     except Exception as err:  # ase raises many types (ValueError, KeyError, StopIteration…)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: cannot read it as a structure ({reason}); "
-                         "give a file ase can read (xyz, cif, pdb, …)") from None
+        raise InputError(f"{path}: {_ase_error(path, err)}") from None
     if isinstance(atoms, list):  # some readers return a list for multi-frame files
         atoms = atoms[-1]
     if len(atoms) == 0:
@@ -93,6 +115,9 @@ def build_model(atoms: ase.Atoms, permute: tuple[str, ...], threshold: float,
                              f"elements present: {', '.join(present)}")
     is_perm = np.isin(symbols, permute)
     permuted = np.flatnonzero(is_perm).astype(np.int64)
+    if len(permuted) < 2:
+        raise InputError(f"{source}: only one atom of {', '.join(permute)} to permute; ML-MotEx needs "
+                         "several (permute another element too, or use a larger starting model)")
     positions = atoms.get_positions().astype(np.float64)
     dist = np.linalg.norm(positions[:, None, :] - positions[None, permuted, :], axis=-1)
     ligand_of = (dist <= threshold) & ~is_perm[:, None]

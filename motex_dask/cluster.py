@@ -1,0 +1,374 @@
+"""Where the Dask workers run: an embedded LocalCluster, or SLURM/PBS/SGE jobs through dask-jobqueue.
+
+A cluster profile (``cluster_profiles/NAME.yaml``) names a ``kind`` and its options:
+
+* ``kind: local`` and a ``local:`` section (LocalCluster settings);
+* ``kind: slurm | pbs | sge`` and a ``jobqueue:`` section holding dask-jobqueue's own keys
+  (those of ``jobqueue.<kind>`` in its jobqueue.yaml), plus ``fit:`` and ``learn:`` sections that
+  say how each stage scales.
+
+Defaults live in ``motex_dask/cluster.yaml`` (registered with dask.config, so the usual dask
+config files and ``DASK_MOTEX__CLUSTER__...`` variables override them); the profile file overrides
+both. The fit stage runs on an adaptive cluster whose workers retire (``--lifetime``) before the
+batch system's walltime, so jobs are replaced instead of killed; the learn stage runs on a fixed
+set of workers because xgboost.dask hangs when a worker leaves during training.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import yaml
+from dask.utils import parse_bytes, parse_timedelta
+from dask_jobqueue import PBSCluster, SGECluster, SLURMCluster
+from dask_jobqueue.core import Job, JobQueueCluster
+from distributed import Client, LocalCluster
+
+from .errors import InputError
+
+log = logging.getLogger("motex_dask")
+
+dask.config.update_defaults(yaml.safe_load(Path(__file__).with_name("cluster.yaml").read_text()))
+
+BATCH_KINDS: dict[str, type[JobQueueCluster]] = {"slurm": SLURMCluster, "pbs": PBSCluster, "sge": SGECluster}
+KINDS = ("local", *BATCH_KINDS)
+STAGES = ("fit", "learn")
+# Profile sections each kind accepts ("description" is free text for people).
+_SECTIONS = {"local": ("local",), **{kind: ("jobqueue", "fit", "learn") for kind in BATCH_KINDS}}
+# jobqueue keys that configure the cluster (scheduler), not the worker jobs.
+_CLUSTER_KEYS = ("scheduler-options", "shared-temp-directory")
+# dask-jobqueue keys that are only kept for backwards compatibility.
+_DEPRECATED = ("extra", "env-extra", "job-extra")
+# Profile key -> dask-jobqueue keyword, where the two differ (the cluster's `name` is the Dask
+# cluster's own name; the job name is `job_name`).
+_KWARG_NAMES = {"name": "job_name"}
+_WALLTIME = re.compile(r"(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})")
+# Packaged profiles: inside the installed package (wheel) or next to it (source tree, editable).
+_PACKAGED_DIRS = (Path(__file__).parent / "cluster_profiles", Path(__file__).resolve().parents[1] / "cluster_profiles")
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    """A validated cluster profile.
+
+    ``options``: for ``local`` the resolved LocalCluster settings; for batch kinds the
+    ``jobqueue.<kind>`` keys the profile sets (dask-jobqueue fills the rest from its own config).
+    ``fit``/``learn``: batch kinds only, resolved (durations in seconds).
+    """
+
+    name: str
+    kind: str
+    options: Mapping[str, Any]
+    fit: Mapping[str, Any] = field(default_factory=dict)
+    learn: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+
+def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> ClusterProfile:
+    """Find and validate a profile: a path to a YAML file, or NAME looked up as NAME.yaml in
+    ``base_dir/cluster_profiles``, ``./cluster_profiles``, then the packaged profiles."""
+    path = _find_profile(str(name_or_path), base_dir)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise InputError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    return _parse_profile(raw, path)
+
+
+@contextmanager
+def open_client(profile: ClusterProfile, stage: str) -> Iterator[Client]:
+    """A Client on the profile's cluster for one stage; the cluster (and its jobs) end on exit.
+
+    Batch kinds: ``fit`` adapts between fit.minimum-jobs and fit.maximum-jobs with workers that
+    retire before walltime; ``learn`` starts learn.jobs jobs and waits for all their workers.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+    if profile.kind == "local":
+        opts = profile.options
+        cluster = LocalCluster(n_workers=opts["n-workers"], threads_per_worker=opts["threads-per-worker"],
+                               memory_limit=opts["memory-limit"], dashboard_address=opts["dashboard-address"],
+                               processes=True)
+    else:
+        cluster = BATCH_KINDS[profile.kind](**_cluster_kwargs(profile, stage))
+    with cluster, Client(cluster) as client:
+        if profile.kind != "local" and stage == "fit":
+            cluster.adapt(minimum_jobs=profile.fit["minimum-jobs"], maximum_jobs=profile.fit["maximum-jobs"])
+        elif profile.kind != "local":
+            _start_fixed(cluster, client, profile)
+        log.info("%s stage on cluster profile '%s' (%s): dashboard %s", stage, profile.name, profile.kind,
+                 client.dashboard_link)
+        yield client
+
+
+def job_script(profile: ClusterProfile, stage: str = "fit") -> str:
+    """The worker job script the profile submits for a stage (for ``motex run --dry-run``)."""
+    if profile.kind == "local":
+        return f"# cluster profile '{profile.name}' is kind local: workers run on this machine, no job is submitted\n"
+    return _job(profile, _job_kwargs(profile, stage), "tcp://<scheduler-address>:8786").job_script()
+
+
+def write_batch_script(campaign_path: Path, profile: ClusterProfile, out: Path) -> Path:
+    """Write a batch script that runs the whole campaign inside one allocation of the profile's
+    size (``motex run CAMPAIGN --cluster local``, the local workers sized to the allocation)."""
+    if profile.kind == "local":
+        raise InputError(f"cluster profile '{profile.name}' is kind local; `motex submit` needs a batch "
+                         f"profile ({', '.join(BATCH_KINDS)}), e.g. --cluster slurm")
+    campaign_path = Path(campaign_path).resolve()
+    out = Path(out).resolve()
+    kwargs = _job_kwargs(profile, None)
+    kwargs["job_name"] = f"motex-{campaign_path.stem}"
+    kwargs.setdefault("log_directory", str(out.parent))
+    job = _job(profile, kwargs, "unused")  # only its header and sizes are used
+    prologue = _jobqueue_value(profile, "job-script-prologue") or []
+    python = _jobqueue_value(profile, "python") or sys.executable
+    # The local profile reads these through dask.config, so the workers match the allocation.
+    env = {"DASK_MOTEX__CLUSTER__LOCAL__N_WORKERS": job.worker_processes,
+           "DASK_MOTEX__CLUSTER__LOCAL__THREADS_PER_WORKER": job.worker_process_threads,
+           "DASK_MOTEX__CLUSTER__LOCAL__MEMORY_LIMIT": job.worker_process_memory}
+    lines = [
+        job.shebang, "", job.job_header, *prologue,
+        *(f"export {key}={shlex.quote(str(value))}" for key, value in env.items()),
+        f"cd {shlex.quote(str(campaign_path.parent))}",
+        f"exec {shlex.quote(python)} -m motex_dask.cli run {shlex.quote(str(campaign_path))} --cluster local",
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.chmod(0o755)
+    return out
+
+
+def submit_batch_script(path: Path, profile: ClusterProfile) -> str:
+    """Submit a script written by `write_batch_script` (sbatch or qsub); returns the job id."""
+    if profile.kind == "local":
+        raise InputError(f"cluster profile '{profile.name}' is kind local: there is no batch system to submit to")
+    path = Path(path).resolve()
+    job_cls = BATCH_KINDS[profile.kind].job_cls
+    cmd = [*shlex.split(job_cls.submit_command), str(path)]
+    try:
+        proc = subprocess.run(cmd, cwd=path.parent, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise InputError(f"{cmd[0]} not found: profile '{profile.name}' submits with {cmd[0]}; run this on a "
+                         f"{profile.kind} login node, or leave out --now and submit {path} there") from None
+    match = re.search(job_cls.job_id_regexp, proc.stdout)
+    if proc.returncode != 0 or match is None:
+        raise InputError(f"{cmd[0]} did not accept {path} (profile {profile.source or profile.name}): "
+                         f"{(proc.stderr + proc.stdout).strip()}")
+    return match.group("job_id")
+
+
+# -- profiles -----------------------------------------------------------------------------------
+
+
+def _find_profile(name: str, base_dir: Path | None) -> Path:
+    given = Path(name).expanduser()
+    if given.suffix in (".yaml", ".yml") or len(given.parts) > 1:
+        if not given.is_file():
+            raise InputError(f"cluster profile {given}: file not found")
+        return given
+    dirs = [d for d in (base_dir and Path(base_dir) / "cluster_profiles", Path.cwd() / "cluster_profiles",
+                        *_PACKAGED_DIRS) if d]
+    for d in dirs:
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+    raise InputError(f"cluster profile '{name}' not found (looked for {name}.yaml in "
+                     f"{', '.join(str(d) for d in dict.fromkeys(dirs))}); known profiles: {', '.join(known) or 'none'}")
+
+
+def _parse_profile(raw: Any, path: Path) -> ClusterProfile:
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a cluster profile must be a YAML mapping with a 'kind' key")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise InputError(f"{path}: 'kind' must be one of {', '.join(KINDS)} (got {kind!r})")
+    _check_keys(raw, ("kind", "description", *_SECTIONS[kind]), path, "")
+    if kind == "local":
+        return ClusterProfile(path.stem, kind, _resolve_local(raw, path), source=path)
+    jobqueue = _section(raw, "jobqueue", _jobqueue_keys(kind), path)
+    profile = ClusterProfile(path.stem, kind, jobqueue, source=path)
+    for key in ("cores", "memory"):
+        if _jobqueue_value(profile, key) is None:
+            raise InputError(f"{path}: 'jobqueue.{key}' is required: the {key} of one {kind} job")
+    cores = _jobqueue_value(profile, "cores")
+    if not isinstance(cores, int) or cores < 1:
+        raise InputError(f"{path}: 'jobqueue.cores' must be a whole number >= 1 (got {cores!r})")
+    _parse(parse_bytes, _jobqueue_value(profile, "memory"), path, "jobqueue.memory", "a size such as 16GiB")
+    processes = _jobqueue_value(profile, "processes")
+    if processes is not None and (not isinstance(processes, int) or not 1 <= processes <= cores):
+        raise InputError(f"{path}: 'jobqueue.processes' must be a whole number from 1 to cores={cores} (got {processes!r})")
+    walltime = _walltime_seconds(_jobqueue_value(profile, "walltime"), path, "jobqueue.walltime")
+    fit = _resolve_fit(_merged(raw, "fit", path), walltime, path)
+    learn = _resolve_learn(_merged(raw, "learn", path), cores, path)
+    return ClusterProfile(path.stem, kind, jobqueue, fit, learn, path)
+
+
+def _resolve_local(raw: dict, path: Path) -> dict[str, Any]:
+    opts = _merged(raw, "local", path)
+    n, threads = opts["n-workers"], opts["threads-per-worker"]
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise InputError(f"{path}: 'local.n-workers' must be a whole number >= 1 or null for one per CPU (got {n!r})")
+    if not isinstance(threads, int) or threads < 1:
+        raise InputError(f"{path}: 'local.threads-per-worker' must be a whole number >= 1 (got {threads!r})")
+    if opts["memory-limit"] != "auto":
+        _parse(parse_bytes, opts["memory-limit"], path, "local.memory-limit", "a size such as 4GiB, or auto")
+    return opts
+
+
+def _resolve_fit(fit: dict[str, Any], walltime: float | None, path: Path) -> dict[str, Any]:
+    lo, hi = fit["minimum-jobs"], fit["maximum-jobs"]
+    if not isinstance(lo, int) or not isinstance(hi, int) or not 0 <= lo <= hi or hi < 1:
+        raise InputError(f"{path}: 'fit.minimum-jobs' and 'fit.maximum-jobs' must be whole numbers with "
+                         f"0 <= minimum-jobs <= maximum-jobs and maximum-jobs >= 1 (got {lo!r}, {hi!r})")
+    stagger = _parse(parse_timedelta, fit["lifetime-stagger"], path, "fit.lifetime-stagger", "a duration such as 2m")
+    margin = _parse(parse_timedelta, fit["lifetime-margin"], path, "fit.lifetime-margin", "a duration such as 3m")
+    if fit["lifetime"] == "auto":
+        lifetime = None if walltime is None else walltime - stagger - margin
+        if lifetime is not None and lifetime <= 0:
+            raise InputError(f"{path}: the walltime ({walltime:.0f} s) leaves no worker lifetime after "
+                             f"fit.lifetime-stagger + fit.lifetime-margin ({stagger + margin:.0f} s); "
+                             "lengthen the walltime or set fit.lifetime explicitly")
+    else:
+        lifetime = _parse(parse_timedelta, fit["lifetime"], path, "fit.lifetime", "a duration such as 55m, or auto")
+        if lifetime <= 0 or lifetime <= stagger:
+            raise InputError(f"{path}: 'fit.lifetime' must be longer than fit.lifetime-stagger (got {lifetime:.0f} s)")
+        if walltime is not None and lifetime + stagger >= walltime:
+            raise InputError(f"{path}: fit.lifetime + fit.lifetime-stagger ({lifetime + stagger:.0f} s) must be "
+                             f"shorter than the walltime ({walltime:.0f} s), so workers retire before the "
+                             "batch system kills their job")
+    if not isinstance(fit["lifetime-restart"], bool):
+        raise InputError(f"{path}: 'fit.lifetime-restart' must be true or false")
+    return {"minimum-jobs": lo, "maximum-jobs": hi, "lifetime": lifetime, "lifetime-stagger": stagger,
+            "lifetime-restart": fit["lifetime-restart"]}
+
+
+def _resolve_learn(learn: dict[str, Any], cores: int, path: Path) -> dict[str, Any]:
+    jobs, processes = learn["jobs"], learn["processes"]
+    if not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"{path}: 'learn.jobs' must be a whole number >= 1 (got {jobs!r})")
+    if not isinstance(processes, int) or not 1 <= processes <= cores:
+        raise InputError(f"{path}: 'learn.processes' must be a whole number from 1 to cores={cores} (got {processes!r})")
+    _walltime_seconds(learn["walltime"], path, "learn.walltime")
+    wait = _parse(parse_timedelta, learn["wait-timeout"], path, "learn.wait-timeout", "a duration such as 10m")
+    return {"jobs": jobs, "processes": processes, "walltime": learn["walltime"], "wait-timeout": wait}
+
+
+def _jobqueue_keys(kind: str) -> list[str]:
+    keys = [k.replace("_", "-") for k in dask.config.get(f"jobqueue.{kind}")]
+    # Where `account` exists, `project` is its deprecated spelling (SGE's -P project is not).
+    deprecated = (*_DEPRECATED, "project") if "account" in keys else _DEPRECATED
+    return [k for k in keys if k not in deprecated]
+
+
+def _check_keys(mapping: dict, allowed: tuple[str, ...] | list[str], path: Path, prefix: str) -> None:
+    for key in mapping:
+        if str(key).replace("_", "-") not in allowed:
+            close = difflib.get_close_matches(str(key).replace("_", "-"), list(allowed), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+            raise InputError(f"{path}: unknown key '{prefix}{key}'; {hint}")
+
+
+def _section(raw: dict, name: str, allowed: list[str], path: Path) -> dict[str, Any]:
+    """One section of the profile with canonical (hyphenated) keys; unknown keys are errors."""
+    section = raw.get(name) or {}
+    if not isinstance(section, dict):
+        raise InputError(f"{path}: '{name}' must be a mapping of options (got {section!r})")
+    _check_keys(section, allowed, path, f"{name}.")
+    return {str(k).replace("_", "-"): v for k, v in section.items()}
+
+
+def _merged(raw: dict, name: str, path: Path) -> dict[str, Any]:
+    """motex.cluster.<name> from dask.config, overridden by the profile's non-null values."""
+    defaults = {k.replace("_", "-"): v for k, v in dask.config.get(f"motex.cluster.{name}").items()}
+    given = _section(raw, name, list(defaults), path)
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _parse(parser: Any, value: Any, path: Path, key: str, expected: str) -> Any:
+    try:
+        return parser(value)
+    except (ValueError, TypeError, KeyError):
+        raise InputError(f"{path}: '{key}' must be {expected} (got {value!r})") from None
+
+
+def _walltime_seconds(value: Any, path: Path, key: str) -> float | None:
+    if value is None:
+        return None
+    match = _WALLTIME.fullmatch(str(value))
+    if match is None:
+        raise InputError(f"{path}: '{key}' must be written [D-]HH:MM:SS, e.g. 01:00:00 (got {value!r})")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+# -- clusters and jobs --------------------------------------------------------------------------
+
+
+def _jobqueue_value(profile: ClusterProfile, key: str) -> Any:
+    """A jobqueue option as the jobs will see it: the profile's, else dask-jobqueue's config."""
+    value = profile.options.get(key)
+    return value if value is not None else dask.config.get(f"jobqueue.{profile.kind}.{key}", None)
+
+
+def _job_kwargs(profile: ClusterProfile, stage: str | None) -> dict[str, Any]:
+    """dask-jobqueue keyword arguments for one stage's jobs (stage None: a whole-campaign job)."""
+    opts = {k: v for k, v in profile.options.items() if v is not None and k not in _CLUSTER_KEYS}
+    # Pass processes explicitly: dask-jobqueue only groups a job's workers when it is given, and
+    # single-threaded workers suit the fits as they suit the local profile.
+    opts["processes"] = _jobqueue_value(profile, "processes") or _jobqueue_value(profile, "cores")
+    if stage == "learn":
+        opts["processes"] = profile.learn["processes"]
+        if profile.learn["walltime"] is not None:
+            opts["walltime"] = profile.learn["walltime"]
+    if stage == "fit" and profile.fit["lifetime"] is not None:
+        opts["worker-extra-args"] = [
+            *(_jobqueue_value(profile, "worker-extra-args") or []),
+            "--lifetime", f"{profile.fit['lifetime']:.0f}s",
+            "--lifetime-stagger", f"{profile.fit['lifetime-stagger']:.0f}s",
+            *(["--lifetime-restart"] if profile.fit["lifetime-restart"] else []),
+        ]
+    return {_KWARG_NAMES.get(k, k.replace("-", "_")): v for k, v in opts.items()}
+
+
+def _cluster_kwargs(profile: ClusterProfile, stage: str) -> dict[str, Any]:
+    kwargs = _job_kwargs(profile, stage)
+    scheduler = profile.options.get("scheduler-options")
+    if scheduler is not None:
+        kwargs["scheduler_options"] = {str(k).replace("-", "_"): v for k, v in scheduler.items()}
+    if profile.options.get("shared-temp-directory") is not None:
+        kwargs["shared_temp_directory"] = profile.options["shared-temp-directory"]
+    return kwargs
+
+
+def _job(profile: ClusterProfile, kwargs: dict[str, Any], scheduler: str) -> Job:
+    try:
+        return BATCH_KINDS[profile.kind].job_cls(scheduler=scheduler, name="<worker-name>", **kwargs)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{profile.source}: dask-jobqueue rejected the jobqueue options: {err}") from None
+
+
+def _start_fixed(cluster: JobQueueCluster, client: Client, profile: ClusterProfile) -> None:
+    """Start learn.jobs jobs and wait for every worker: xgboost.dask needs a stable set."""
+    cluster.scale(jobs=profile.learn["jobs"])
+    expected = len(cluster.plan)
+    timeout = profile.learn["wait-timeout"]
+    try:
+        client.wait_for_workers(expected, timeout=timeout)
+    except TimeoutError:
+        have = len(client.scheduler_info()["workers"])
+        raise RuntimeError(f"learn stage: {have} of {expected} workers started within {timeout:.0f} s "
+                           f"(profile {profile.source}); check the queue and the job logs, or raise "
+                           "learn.wait-timeout") from None

@@ -1,0 +1,219 @@
+"""Step 2 as a Dask graph: catalogue keys → duplicates → one fit task per incomplete chunk → store.
+
+Every fit task regenerates its chunk's masks from (seed, chunk), fits the rows that are not
+duplicates of earlier rows, and writes its own chunk of the store (data first, ledger last). A
+task can therefore run twice (a retry, a worker that died after writing) without changing the
+result, and the client resubmits chunks whose worker was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from distributed import Client, Future, as_completed
+from distributed.scheduler import KilledWorker
+from tqdm import tqdm
+
+from .catalogue import chunk_masks, first_occurrence, mask_keys
+from .config import CatalogueSettings, FitSettings
+from .data import PDFData
+from .fit import Engine, Status, make_engine
+from .store import REFINED, CampaignStore
+from .structure import StartingModel
+
+log = logging.getLogger("motex_dask")
+
+#: Dask retries of a fit task that raised (e.g. a hiccup of a shared file system).
+TASK_RETRIES = 2
+#: Resubmissions of a chunk whose worker died or left while it ran (beyond Dask's own rescheduling).
+MAX_RESUBMITS = 5
+#: Without a terminal, progress goes to the log this often (seconds).
+LOG_EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class FitProblem:
+    """Everything a fit task needs besides its chunk index; shipped once to every worker."""
+
+    model: StartingModel
+    data: PDFData          # already windowed to the fit range
+    fit: FitSettings
+    catalogue: CatalogueSettings
+    fingerprint: str       # the store's; keys the per-process engine cache
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _engine(problem: FitProblem) -> Engine:
+    """The fit engine of this worker process, built on its first task (engines compile/tabulate)."""
+    with _engines_lock:
+        engine = _engines.get(problem.fingerprint)
+        if engine is None:
+            _engines.clear()  # one campaign per process at a time: keep memory bounded
+            engine = make_engine(problem.model.symbols, problem.model.positions, problem.data.r,
+                                 problem.data.g, problem.fit)
+            _engines[problem.fingerprint] = engine
+        return engine
+
+
+def chunk_keys(c: int, cat: CatalogueSettings, n_perm: int) -> np.ndarray:
+    """Exact duplicate keys of chunk c's masks (a Dask task)."""
+    return mask_keys(chunk_masks(cat, n_perm, c))
+
+
+def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.ndarray,
+              dup_first: np.ndarray) -> dict[str, Any]:
+    """Fit every row of chunk c and write it (a Dask task; idempotent).
+
+    dup_rows/dup_first: rows of the chunk (0-based within it) that repeat an earlier row, and that row.
+    A chunk cut short by a smaller catalogue is fitted whole again when the catalogue grows: a row's
+    refined values may depend on the batch it was fitted in (in the last bits), and a campaign's
+    result must not depend on its history.
+    """
+    t0 = time.perf_counter()
+    start, stop = store.bounds(c)
+    n = stop - start
+    masks = chunk_masks(problem.catalogue, store.n_perm, c)
+    keep = problem.model.keep_atoms(masks)
+    out: dict[str, np.ndarray] = {
+        "mask": masks,
+        "n_atoms": keep.sum(axis=1).astype(np.int32),
+        **{name: np.full(n, np.nan) for name in REFINED},
+        "status": np.full(n, Status.DUPLICATE, dtype=np.int8),
+        "duplicate_of": np.full(n, -1, dtype=np.int64),
+    }
+    out["duplicate_of"][dup_rows] = dup_first
+    unique = np.ones(n, dtype=bool)
+    unique[dup_rows] = False
+    todo = np.flatnonzero(unique)
+    if todo.size:
+        result = _engine(problem).fit(keep[todo])
+        status = np.asarray(result.status, dtype=np.int8)
+        out["status"][todo] = status
+        for name in REFINED:  # NaN on failed rows; EMPTY rows: rwp 1, scale 0 (the store checks)
+            out[name][todo] = getattr(result, name)
+    seconds = time.perf_counter() - t0
+    store.write_chunk(c, out, seconds)
+    return {"chunk": c, "rows": n, "fits": int(todo.size),
+            "status": np.bincount(out["status"], minlength=len(Status)).tolist(), "seconds": seconds}
+
+
+def duplicate_map(client: Client, cat: CatalogueSettings, n_perm: int, stop_chunk: int) -> np.ndarray:
+    """First occurrence of every row of chunks [0, stop_chunk), from keys computed on the cluster."""
+    run = uuid.uuid4().hex[:8]
+    futures = client.map(chunk_keys, range(stop_chunk), cat=cat, n_perm=n_perm,
+                         key=[f"motex-keys-{run}-{c}" for c in range(stop_chunk)])
+    keys = client.gather(futures)
+    del futures
+    return first_occurrence(np.concatenate(keys))
+
+
+class _Progress:
+    """Candidates done, rate and ETA: a bar on a terminal, a log line now and then otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.failed = total, 0, 0
+        self.t0 = self.last_log = time.monotonic()
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stderr.isatty():
+            self.bar = tqdm(total=total, unit="cand", desc="fits", file=sys.stderr, dynamic_ncols=True,
+                            smoothing=0.1)
+
+    def update(self, rows: int, failed: int) -> None:
+        self.done += rows
+        self.failed += failed
+        if self.bar is not None:
+            self.bar.update(rows)
+            self.bar.set_postfix(failed=self.failed, refresh=False)
+        elif self.enabled and time.monotonic() - self.last_log >= LOG_EVERY:
+            self.last_log = time.monotonic()
+            rate = self.done / max(self.last_log - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info("fits: %d / %d candidates (%.0f %%), %.1f/s, %d failed, ETA %.0f s", self.done,
+                     self.total, 100 * self.done / max(self.total, 1), rate, self.failed, eta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_fits(client: Client, store: CampaignStore, problem: FitProblem, progress: bool = True) -> dict[str, Any]:
+    """Fit every incomplete chunk of the store on the cluster; returns a summary of this run."""
+    t0 = time.perf_counter()
+    todo = store.incomplete_chunks()
+    summary: dict[str, Any] = {"chunks_total": store.n_chunks, "chunks": len(todo), "candidates": 0, "fits": 0,
+                               "duplicates": 0, "failed": {}, "resubmitted": 0}
+    if not todo:
+        log.info("fit stage: all %d chunks are already done", store.n_chunks)
+        return {**summary, "seconds": time.perf_counter() - t0, "fits_per_second": 0.0}
+    total = int(store.chunk_rows()[todo].sum())
+    log.info("fit stage: %d of %d chunks to do (%d candidates)", len(todo), store.n_chunks, total)
+
+    first = duplicate_map(client, problem.catalogue, store.n_perm, todo[-1] + 1)
+    problem_future = client.scatter(problem, broadcast=True)
+    run = uuid.uuid4().hex[:8]
+    attempts = dict.fromkeys(todo, 0)
+
+    def submit(c: int) -> Future:
+        start, stop = store.bounds(c)
+        local = np.flatnonzero(first[start:stop] != np.arange(start, stop))
+        return client.submit(fit_chunk, problem_future, store, c, local, first[start + local],
+                             key=f"motex-fit-{run}-{c}-{attempts[c]}", retries=TASK_RETRIES)
+
+    futures = {}
+    for c in todo:
+        f = submit(c)
+        futures[f.key] = (c, f)
+    bar = _Progress(total, progress)
+    by_status = np.zeros(len(Status), dtype=np.int64)
+    pending = as_completed([f for _, f in futures.values()])
+    try:
+        for future in pending:
+            c, _ = futures.pop(future.key)
+            if future.status == "finished":
+                stats = future.result()
+                summary["candidates"] += stats["rows"]
+                summary["fits"] += stats["fits"]
+                by_status += stats["status"]
+                bar.update(stats["rows"], stats["rows"] - stats["status"][Status.OK]
+                           - stats["status"][Status.DUPLICATE])
+                continue
+            error = future.exception() if future.status == "error" else None
+            if error is not None and not isinstance(error, KilledWorker):
+                raise error  # the task itself failed, after TASK_RETRIES retries
+            if attempts[c] < MAX_RESUBMITS:
+                # The worker died or left (or the problem's copies were lost with it): run it again.
+                attempts[c] += 1
+                summary["resubmitted"] += 1
+                log.warning("chunk %d: %s; resubmitting it (attempt %d)", c,
+                            error or f"task {future.status}", attempts[c] + 1)
+                if problem_future.status != "finished":
+                    problem_future = client.scatter(problem, broadcast=True)
+                f = submit(c)
+                futures[f.key] = (c, f)
+                pending.add(f)
+                continue
+            raise RuntimeError(f"fit task of chunk {c} was lost {attempts[c] + 1} times "
+                               f"({error or future.status}); is the cluster losing workers?")
+    finally:
+        bar.close()
+        client.cancel([f for _, f in futures.values()])
+    seconds = time.perf_counter() - t0
+    summary["duplicates"] = int(by_status[Status.DUPLICATE])
+    summary["failed"] = {s.name.lower(): int(by_status[s]) for s in Status
+                         if s not in (Status.OK, Status.DUPLICATE, Status.PENDING) and by_status[s]}
+    summary.update(seconds=seconds, fits_per_second=summary["fits"] / seconds if seconds > 0 else 0.0)
+    log.info("fit stage: %d candidates in %d chunks, %d fits, %d duplicates, failed %s, %.1f s (%.0f fits/s)",
+             summary["candidates"], len(todo), summary["fits"], summary["duplicates"], summary["failed"] or "none",
+             seconds, summary["fits_per_second"])
+    return summary

@@ -1,0 +1,426 @@
+"""Step 4's files: atom contributions (CSV, extended XYZ, VESTA), the motif and the best candidates
+refined again and written as structures, PNG plots and summary.json.
+
+Atoms that are not permuted have no SHAP value of their own. They are given the mean contribution
+(and mean uncertainty) of the permuted atoms they are ligands of, since they stay in a motif exactly
+when one of those does; an atom that is nobody's ligand gets 0. The `permuted` flag in the XYZ and
+`source` in the CSV say which values are inherited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import ase
+import ase.io
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window (clusters and CI have no display)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from ase.data import atomic_numbers, covalent_radii  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+
+from .config import Campaign  # noqa: E402
+from .data import PDFData  # noqa: E402
+from .errors import InputError  # noqa: E402
+from .explain import Contributions  # noqa: E402
+from .fit import Engine, Status, make_engine  # noqa: E402
+from .learn import TrainResult  # noqa: E402
+from .store import CampaignStore  # noqa: E402
+from .structure import StartingModel  # noqa: E402
+
+log = logging.getLogger("motex_dask")
+
+#: Colour map of contributions: blue = negative (motif), red = positive (better removed).
+CMAP = "coolwarm"
+#: Best candidates written when no campaign settings are given.
+DEFAULT_BEST = 5
+
+
+# ------------------------------------------------------------------------------- per-atom values
+
+def model_values(model: StartingModel, contributions: Contributions) -> dict[str, np.ndarray]:
+    """Contribution, uncertainty, rank and flags for every atom of the starting model."""
+    if not np.array_equal(model.permuted, contributions.atom_index):
+        raise InputError("the store's permuted atoms differ from the starting model's; give the structure and "
+                         "permute settings the store was written with")
+    n = len(model.symbols)
+    contribution, uncertainty = np.zeros(n), np.zeros(n)
+    contribution[model.permuted] = contributions.contribution
+    uncertainty[model.permuted] = contributions.uncertainty
+    parents = model.ligand_of.astype(np.float64)
+    n_parents = parents.sum(axis=1)
+    ligand = (n_parents > 0) & ~np.isin(np.arange(n), model.permuted)
+    # Mean over the permuted atoms each ligand belongs to (undefined parents left out).
+    c, u = np.nan_to_num(contributions.contribution), np.nan_to_num(contributions.uncertainty)
+    w = parents * np.isfinite(contributions.contribution)
+    wsum = np.maximum(w.sum(axis=1), 1.0)
+    contribution[ligand] = (w @ c / wsum)[ligand]
+    uncertainty[ligand] = (w @ u / wsum)[ligand]
+    permuted = np.zeros(n, dtype=bool)
+    permuted[model.permuted] = True
+    rank = np.zeros(n, dtype=np.int64)
+    rank[model.permuted] = contributions.rank
+    source = np.where(permuted, "shap", np.where(ligand, "ligand", "none"))
+    return {"contribution": contribution, "uncertainty": uncertainty, "permuted": permuted, "rank": rank,
+            "source": source}
+
+
+def atom_table(model: StartingModel, contributions: Contributions) -> pd.DataFrame:
+    """atom_contributions.csv: one row per permuted atom, best (most negative) first."""
+    table = contributions.table()
+    xyz = model.positions[contributions.atom_index]
+    table.insert(2, "x", xyz[:, 0])
+    table.insert(3, "y", xyz[:, 1])
+    table.insert(4, "z", xyz[:, 2])
+    return table.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def write_extxyz(path: Path, model: StartingModel, values: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
+    """The whole starting model with per-atom arrays contribution, uncertainty, rank, permuted."""
+    atoms = ase.Atoms(symbols=list(model.symbols), positions=model.positions)
+    for name in ("contribution", "uncertainty", "rank", "permuted"):
+        atoms.new_array(name, values[name])
+    atoms.info.update(info)
+    ase.io.write(path, atoms, format="extxyz")
+    return path
+
+
+def _rgb(values: np.ndarray, vmax: float) -> np.ndarray:
+    """0–255 RGB of each value on the diverging map, centred on 0; NaN: grey."""
+    norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
+    rgb = (plt.get_cmap(CMAP)(norm(np.nan_to_num(values)))[:, :3] * 255).round().astype(int)
+    rgb[~np.isfinite(values)] = 128
+    return rgb
+
+
+def _vmax(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def write_vesta(path: Path, symbols: np.ndarray, positions: np.ndarray, values: np.ndarray, title: str) -> Path:
+    """A VESTA file of the structure in a P1 box, each site coloured by its contribution."""
+    margin = 2.0
+    lo = positions.min(axis=0) - margin
+    box = float((positions.max(axis=0) + margin - lo).max())
+    frac = (positions - lo) / box
+    rgb = _rgb(values, _vmax(values))
+    labels = [f"{s}{i}" for i, s in enumerate(symbols)]
+    elements = list(dict.fromkeys(symbols))
+    radius = {e: 0.5 * covalent_radii[atomic_numbers[e]] for e in elements}
+    lines = ["#VESTA_FORMAT_VERSION 3.5.0", "", "", "CRYSTAL", "", "TITLE", title, "", "GROUP", "1 1 P 1",
+             "SYMOP", " 0.000000  0.000000  0.000000  1  0  0   0  1  0   0  0  1   1",
+             " -1.0 -1.0 -1.0  0 0 0  0 0 0  0 0 0", "TRANM 0",
+             " 0.000000  0.000000  0.000000  1  0  0   0  1  0   0  0  1", "LTRANSL", " -1",
+             " 0.000000  0.000000  0.000000  0.000000  0.000000  0.000000", "LORIENT", " -1   0   0   0   0",
+             " 1.000000  0.000000  0.000000  1.000000  0.000000  0.000000",
+             " 0.000000  0.000000  1.000000  0.000000  0.000000  1.000000", "LMATRIX",
+             " 1.000000  0.000000  0.000000  0.000000", " 0.000000  1.000000  0.000000  0.000000",
+             " 0.000000  0.000000  1.000000  0.000000", " 0.000000  0.000000  0.000000  1.000000",
+             " 0.000000  0.000000  0.000000", "CELLP",
+             f"  {box:.6f}  {box:.6f}  {box:.6f}  90.000000  90.000000  90.000000",
+             "  0.000000   0.000000   0.000000   0.000000   0.000000   0.000000", "STRUC"]
+    for i, (s, label, f) in enumerate(zip(symbols, labels, frac), start=1):
+        lines += [f"  {i} {s} {label}  1.0000   {f[0]:.6f}   {f[1]:.6f}   {f[2]:.6f}    1a       1",
+                  "                            0.000000   0.000000   0.000000  0.00"]
+    lines += ["  0 0 0 0 0 0 0", "THERI 0"]
+    lines += [f"  {i} {label}  1.000000" for i, label in enumerate(labels, start=1)]
+    lines += ["  0 0 0", "SHAPE", "  0       0       0       0   0.000000  0   192   192   192   192", "BOUND",
+              "       0        1         0        1         0        1", "  0   0   0   0  0", "SBOND"]
+    pairs = [(a, b) for k, a in enumerate(elements) for b in elements[k:]]
+    for k, (a, b) in enumerate(pairs, start=1):  # bonds up to 1.15 × the sum of covalent radii
+        dmax = 1.15 * (covalent_radii[atomic_numbers[a]] + covalent_radii[atomic_numbers[b]])
+        lines.append(f"  {k}  {a}  {b}  0.00000  {dmax:.5f}  0  1  1  0  1  0.250  2.000 127 127 127")
+    lines += ["  0 0 0 0", "SITET"]
+    for i, (s, label, c) in enumerate(zip(symbols, labels, rgb), start=1):
+        lines.append(f"  {i} {label}  {radius[s]:.4f} {c[0]} {c[1]} {c[2]} {c[0]} {c[1]} {c[2]} 204  0")
+    lines += ["  0 0 0 0 0 0", "VECTR", " 0 0 0 0 0", "VECTT", " 0 0 0 0 0", "SPLAN", "  0   0   0   0",
+              "LBLAT", " -1", "LBLSP", " -1", "DLATM", " -1", "DLBND", " -1", "DLPLY", " -1", "PLN2D",
+              "  0   0   0   0", "ATOMT"]
+    for k, e in enumerate(elements, start=1):
+        lines.append(f"  {k} {e}  {radius[e]:.4f} 128 128 128 128 128 128 204")
+    lines += ["  0 0 0 0 0 0", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+# ------------------------------------------------------------------------ motif and candidates
+
+def _read_rows(store: CampaignStore, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Mask and refined values of a few store rows (in the order given)."""
+    order = np.argsort(index)
+    back = np.argsort(order)
+    rows = index[order]
+    out = {"mask": store.array("mask").get_orthogonal_selection((rows, slice(None)))[back]}
+    for name in ("n_atoms", "rwp", "scale", "zoom", "uiso"):
+        out[name] = store.array(name).get_coordinate_selection(rows)[back]
+    return out
+
+
+def refine_motifs(model: StartingModel, masks: np.ndarray, engine: Engine | None,
+                  stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Refine each mask's motif again with the fit engine; without one, keep the stored values."""
+    keep = model.keep_atoms(masks)
+    if engine is not None:
+        res = engine.fit(keep)
+        return {"keep": keep, "rwp": res.rwp, "scale": res.scale, "zoom": res.zoom, "uiso": res.uiso,
+                "status": res.status.astype(np.int64)}
+    status = np.where(np.isfinite(stored["rwp"]), int(Status.OK), int(Status.PENDING))
+    return {"keep": keep, **{k: stored[k] for k in ("rwp", "scale", "zoom", "uiso")}, "status": status}
+
+
+def _write_motif_xyz(path: Path, model: StartingModel, keep: np.ndarray, info: dict[str, Any]) -> Path:
+    """Kept atoms; positions scaled by the refined zoom (isotropic expansion about the origin)."""
+    zoom = info.get("zoom")
+    scale = zoom if zoom is not None and math.isfinite(zoom) else 1.0
+    atoms = ase.Atoms(symbols=list(model.symbols[keep]), positions=model.positions[keep] * scale)
+    atoms.new_array("model_index", np.flatnonzero(keep))
+    atoms.info.update({k: v for k, v in info.items() if v is not None})
+    ase.io.write(path, atoms, format="extxyz")
+    return path
+
+
+# ----------------------------------------------------------------------------------------- plots
+
+def _savefig(fig: plt.Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_beeswarm(path: Path, contributions: Contributions, names: list[str], max_display: int = 20) -> Path:
+    """shap's beeswarm of the sampled candidates' SHAP values (atoms and motif size)."""
+    import shap
+
+    s = contributions.shap_sample
+    expl = shap.Explanation(values=s["shap"][:, :-1], base_values=s["shap"][:, -1], data=s["X"],
+                            feature_names=names)
+    shap.plots.beeswarm(expl, max_display=max_display, show=False)
+    fig = plt.gcf()
+    fig.suptitle(f"SHAP values of {len(s['index'])} sampled candidates (R_wp)", fontsize=10)
+    return _savefig(fig, path)
+
+
+def plot_rwp_vs_size(path: Path, trained: TrainResult, best: pd.DataFrame, motif: dict[str, Any] | None) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    s = trained.store_sample
+    ax.scatter(s["motif_size"], s["rwp"], s=4, alpha=0.3, color="0.4", lw=0,
+               label=f"{len(s['rwp'])} sampled candidates")
+    ax.scatter(best["n_atoms"], best["rwp_store"], s=30, color="tab:orange", label="lowest R_wp")
+    if motif is not None and motif["rwp"] is not None:
+        ax.scatter([motif["n_atoms"]], [motif["rwp"]], s=120, marker="*", color="tab:blue", zorder=3,
+                   label="motif (contributions < 0)")
+    ax.set_xlabel("motif size (atoms)")
+    ax.set_ylabel("R_wp")
+    ax.legend(fontsize=8)
+    return _savefig(fig, path)
+
+
+def plot_predicted_vs_true(path: Path, trained: TrainResult) -> Path:
+    t, m = trained.test_sample, trained.metrics["test"]
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    ax.scatter(t["rwp"], t["predicted"], s=5, alpha=0.4, lw=0)
+    lo, hi = np.nanmin([t["rwp"].min(), t["predicted"].min()]), np.nanmax([t["rwp"].max(), t["predicted"].max()])
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+    ax.set_xlabel("R_wp (fit)")
+    ax.set_ylabel("R_wp (model)")
+    ax.set_title(f"test set: n = {m['n']}, R² = {m['r2']:.4f}\nMSE = {m['mse']:.3g}, MAE = {m['mae']:.3g}",
+                 fontsize=9)
+    return _savefig(fig, path)
+
+
+def plot_learning_curve(path: Path, trained: TrainResult) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, metrics in trained.history.items():
+        ax.plot(np.arange(1, len(metrics["rmse"]) + 1), metrics["rmse"], label=name)
+    ax.axvline(trained.n_trees, color="k", ls=":", lw=0.8, label=f"best round {trained.n_trees}")
+    ax.set_yscale("log")
+    ax.set_xlabel("boosting round")
+    ax.set_ylabel("RMSE of R_wp")
+    ax.legend(fontsize=8)
+    return _savefig(fig, path)
+
+
+def plot_structure(path: Path, model: StartingModel, values: dict[str, np.ndarray]) -> Path:
+    """The starting model in 3D, coloured by contribution (inherited values drawn smaller)."""
+    c = values["contribution"]
+    vmax = _vmax(c)
+    norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
+    fig = plt.figure(figsize=(6, 5))
+    ax = fig.add_subplot(projection="3d")
+    p = model.positions
+    perm = values["permuted"]
+    for sel, size, edge in ((~perm, 25, "0.3"), (perm, 70, "k")):
+        sc = ax.scatter(p[sel, 0], p[sel, 1], p[sel, 2], c=np.nan_to_num(c[sel]), cmap=CMAP, norm=norm, s=size,
+                        edgecolors=edge, linewidths=0.4, depthshade=False)
+    fig.colorbar(sc, ax=ax, shrink=0.7, label="atom contribution to R_wp")
+    ax.set_title("blue: motif atoms (large: permuted, small: ligands)", fontsize=9)
+    ax.set_axis_off()
+    return _savefig(fig, path)
+
+
+def plot_contributions(path: Path, table: pd.DataFrame, max_atoms: int = 60) -> Path:
+    """Contribution ± uncertainty per atom, best first."""
+    t = table.head(max_atoms)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.16 * len(t) + 2), 3.8))
+    colors = np.where(t["contribution"] < 0, "tab:blue", "tab:red")
+    ax.bar(np.arange(len(t)), t["contribution"], yerr=t["uncertainty"], color=colors, capsize=1.5)
+    ax.set_xticks(np.arange(len(t)), [f"{e}{i}" for e, i in zip(t["element"], t["index"])], rotation=90,
+                  fontsize=6)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("atom contribution (R_wp)")
+    shown = f"the {len(t)} best of {len(table)}" if len(t) < len(table) else f"all {len(t)}"
+    ax.set_title(f"atom contributions, {shown} permuted atoms", fontsize=9)
+    return _savefig(fig, path)
+
+
+def plot_fit(path: Path, r: np.ndarray, gobs: np.ndarray, curves: dict[str, np.ndarray]) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(r, gobs, "k.", ms=2, label="data")
+    offset = gobs.min() - 0.1 * np.ptp(gobs)
+    for name, g in curves.items():
+        line, = ax.plot(r, g, lw=1, label=name)
+        ax.plot(r, gobs - g + offset, lw=0.7, color=line.get_color(), alpha=0.7, label=f"data − {name} (offset)")
+        offset -= 0.3 * np.ptp(gobs)
+    ax.set_xlabel("r (Å)")
+    ax.set_ylabel("G(r)")
+    ax.legend(fontsize=8)
+    return _savefig(fig, path)
+
+
+# --------------------------------------------------------------------------------------- summary
+
+def _plain(obj: Any) -> Any:
+    """JSON-ready: numpy scalars/arrays to Python, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    path.write_text(json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | None, campaign: Campaign | None,
+                  contributions: Contributions, train_result: TrainResult, store_path: str, *,
+                  engine: Engine | None = None) -> dict[str, Path]:
+    """Write every step-4 file into output_dir; returns {name: path}.
+
+    The motif (permuted atoms with a negative contribution, plus their ligands) and the
+    lowest-R_wp candidates of the store are refined again with `engine`, or with one made from
+    `data` and `campaign.fit`; with neither, they keep their stored values.
+    """
+    t0 = time.perf_counter()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if engine is None and data is not None and campaign is not None:
+        engine = make_engine(model.symbols, model.positions, data.r, data.g, campaign.fit)
+    files: dict[str, Path] = {}
+
+    table = atom_table(model, contributions)
+    values = model_values(model, contributions)
+    files["atom_contributions"] = out / "atom_contributions.csv"
+    table.to_csv(files["atom_contributions"], index=False, float_format="%.8g")
+    rule = "non-permuted atoms: mean over the permuted atoms they are ligands of; 0 if none"
+    files["contributions_xyz"] = write_extxyz(out / "atom_contributions.xyz", model, values,
+                                              {"motex_contribution_rule": rule})
+    files["vesta"] = write_vesta(out / "atom_contributions.vesta", model.symbols, model.positions,
+                                 values["contribution"], "ML-MotEx atom contributions (blue: motif)")
+
+    files["search"] = out / "hyperparameter_search.csv"
+    pd.DataFrame(train_result.search or [{"trial": None, "state": "search off"}]).to_csv(files["search"], index=False)
+    files["best_params"] = _write_json(out / "best_params.json", {"params": train_result.params,
+                                                                  "searched": train_result.best_params,
+                                                                  "n_trees": train_result.n_trees})
+    files["model"] = out / "xgboost_model.ubj"
+    train_result.booster.save_model(files["model"])
+
+    # Motif from the contributions, then the store's best candidates: refined together.
+    store = CampaignStore.open_readonly(store_path)
+    best_index = train_result.best_candidates["index"]
+    stored = _read_rows(store, best_index) if len(best_index) else None
+    motif_mask = (contributions.contribution < 0)[None, :]
+    masks = np.vstack([motif_mask, stored["mask"]]) if stored else motif_mask
+    stored_vals = {k: np.concatenate([[np.nan], stored[k]]) if stored else np.array([np.nan])
+                   for k in ("rwp", "scale", "zoom", "uiso")}
+    refit = refine_motifs(model, masks, engine, stored_vals)
+    names = ["motif"] + [f"best_candidate_{k + 1:02d}" for k in range(len(best_index))]
+    rows, curves = [], {}
+    for k, name in enumerate(names):
+        ok = refit["status"][k] == Status.OK
+        info = {"name": name, "candidate": int(best_index[k - 1]) if k else -1,
+                "rwp_store": float(stored["rwp"][k - 1]) if k else None,
+                **{q: float(refit[q][k]) if ok else None for q in ("rwp", "scale", "zoom", "uiso")},
+                "status": Status(int(refit["status"][k])).name, "refined": engine is not None,
+                "n_atoms": int(refit["keep"][k].sum()), "n_permuted_kept": int(masks[k].sum()),
+                "kept_permuted": " ".join(map(str, model.permuted[masks[k]]))}
+        rows.append(info)
+        if refit["keep"][k].any():
+            files[name] = _write_motif_xyz(out / f"{name}.xyz", model, refit["keep"][k],
+                                           {q: v for q, v in info.items() if q != "kept_permuted"})
+        if engine is not None and data is not None and ok:
+            curves[name] = engine.model_pdf(refit["keep"][k], refit["scale"][k], refit["zoom"][k], refit["uiso"][k])
+    candidates = pd.DataFrame(rows)
+    files["best_candidates"] = out / "best_candidates.csv"
+    candidates.to_csv(files["best_candidates"], index=False, float_format="%.8g")
+    if curves:
+        files["fits"] = out / "fits.csv"
+        pd.DataFrame({"r": data.r, "gobs": data.g, **{f"gcalc_{k}": v for k, v in curves.items()}}).to_csv(
+            files["fits"], index=False, float_format="%.8g")
+        shown = {k: curves[k] for k in list(curves)[:2]}  # the motif and the best candidate
+        files["fit_png"] = plot_fit(out / "motif_fit.png", data.r, data.g, shown)
+
+    names_display = [f"{s}{i}" for s, i in zip(contributions.symbols, contributions.atom_index)] + ["motif size"]
+    files["beeswarm_png"] = plot_beeswarm(out / "shap_beeswarm.png", contributions, names_display)
+    motif_row = rows[0]
+    files["rwp_vs_size_png"] = plot_rwp_vs_size(out / "rwp_vs_size.png", train_result, candidates.iloc[1:],
+                                                motif_row)
+    files["predicted_vs_true_png"] = plot_predicted_vs_true(out / "predicted_vs_true.png", train_result)
+    files["learning_curve_png"] = plot_learning_curve(out / "learning_curve.png", train_result)
+    files["structure_png"] = plot_structure(out / "structure_contributions.png", model, values)
+    files["contributions_png"] = plot_contributions(out / "atom_contributions.png", table)
+
+    top = table.head(10)
+    summary = {
+        "store": str(store_path),
+        "counts": {**train_result.split, "explained": contributions.n_explained,
+                   "bootstrap_replicates": contributions.bootstrap},
+        "metrics": train_result.metrics,
+        "model": {"n_trees": train_result.n_trees, "best_params": train_result.best_params,
+                  "trials": len(train_result.search)},
+        "shap_check": contributions.shap_check,
+        "base_value": contributions.base_value,
+        "size_effect": contributions.size_effect,
+        "motif": {**motif_row, "atoms": model.permuted[motif_mask[0]].tolist()},
+        "best_candidates": rows[1:],
+        "top_atoms": top[["index", "element", "contribution", "uncertainty", "rank", "confidence"]].to_dict("records"),
+        "undefined_atoms": contributions.undefined,
+        "contribution_rule": rule,
+        "settings": campaign.to_dict()["learn"] if campaign is not None else None,
+        "seconds": {"train": train_result.seconds, "explain": contributions.seconds,
+                    "report": time.perf_counter() - t0},
+        "files": {k: p.name for k, p in files.items()},
+    }
+    files["summary"] = out / "summary.json"
+    summary["files"]["summary"] = "summary.json"
+    _write_json(files["summary"], summary)
+    return files

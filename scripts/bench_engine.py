@@ -1,0 +1,142 @@
+"""Benchmark the fit engines: fits per second per core, batched vs srfit, on the same masks.
+
+Models: (a) a ≈130-atom C60-crystal fragment (workflows/data/c60_model.xyz, or built here with
+ase: one C60 at the origin plus the nearest atoms of its 12 fcc neighbours, a = 14.16 Å) and
+(b) the two-element Ga2O3 cut /work/shared/data/ga2o3/GO_1x2x2.xyz (80 atoms). Data: our
+calculator's PDF of the full model (zoom 1.006, Uiso 0.006, scale 0.7) plus 0.5 % noise on
+r = 1.6-10 Å; ML-MotEx settings (qmin 0.7, qmax 20, qdamp 0.05, qbroad 0.01). Masks are drawn
+the ML-MotEx way: k uniform in 1..N, then k distinct atoms.
+
+Both engines run single-threaded in this process, so CPU seconds are core seconds.
+Usage: python scripts/bench_engine.py [--n-batched 2000] [--n-srfit 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from motex_dask.config import FitSettings
+from motex_dask.fit import make_engine
+from motex_dask.pdf import pdf_from_atoms
+
+REPO = Path(__file__).resolve().parents[1]
+C60_FILE = REPO / "workflows" / "data" / "c60_model.xyz"
+GO_FILE = REPO.parent / "shared" / "data" / "ga2o3" / "GO_1x2x2.xyz"
+FCC_A = 14.16
+FRAGMENT_ATOMS = 130
+
+
+def read_xyz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Symbols and positions of a plain xyz file (extra columns after x y z are ignored)."""
+    lines = path.read_text().splitlines()
+    n = int(lines[0].split()[0])
+    rows = [line.split() for line in lines[2:2 + n]]
+    return np.array([r[0] for r in rows]), np.array([[float(v) for v in r[1:4]] for r in rows])
+
+
+def c60_fragment() -> tuple[np.ndarray, np.ndarray]:
+    """C60 at the origin plus the atoms of its 12 fcc neighbours nearest to it (≈130 atoms)."""
+    if C60_FILE.exists():
+        return read_xyz(C60_FILE)
+    from ase.build import molecule
+
+    c60 = molecule("C60").positions
+    c60 -= c60.mean(axis=0)
+    h = FCC_A / 2
+    shifts = [s for s in {tuple(np.roll((a * h, b * h, 0.0), k)) for a in (-1, 1) for b in (-1, 1)
+                          for k in range(3)}]
+    others = np.vstack([c60 + np.array(s) for s in sorted(shifts)])
+    others = others[np.argsort(np.linalg.norm(others, axis=1), kind="stable")]
+    pos = np.vstack([c60, others[:FRAGMENT_ATOMS - len(c60)]])
+    return np.array(["C"] * len(pos)), pos
+
+
+def synthetic_data(symbols, positions, fit: FitSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """0.7 × G(full model, zoom 1.006, Uiso 0.006) on r = rmin..rmax step 0.01, plus 0.5 % noise."""
+    r, g = pdf_from_atoms(symbols, positions, qmin=fit.qmin, qmax=fit.qmax, qdamp=fit.qdamp,
+                          qbroad=fit.qbroad, rmin=fit.rmin, rmax=fit.rmax, rstep=0.01, uiso=0.006,
+                          zoom=1.006, radiation=fit.radiation)
+    g = 0.7 * g
+    return r, g + np.random.default_rng(seed).normal(0.0, 0.005 * np.abs(g).max(), g.size)
+
+
+def motex_masks(n_atoms: int, n: int, seed: int) -> np.ndarray:
+    """ML-MotEx masks: k uniform in 1..n_atoms, then k distinct atoms kept."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(1, n_atoms + 1, n)
+    return rng.random((n, n_atoms)).argsort(axis=1) < k[:, None]
+
+
+def timed_fit(engine, masks: np.ndarray):
+    """(result, wall s, cpu s, tracemalloc peak bytes) of engine.fit(masks)."""
+    tracemalloc.start()
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = engine.fit(masks)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return result, wall, cpu, peak
+
+
+def bench_model(name: str, symbols, positions, fit: FitSettings, n_batched: int, n_srfit: int) -> dict:
+    r, g = synthetic_data(symbols, positions, fit, seed=1)
+    masks = motex_masks(len(symbols), n_batched, seed=2)
+    t0 = time.perf_counter()
+    batched = make_engine(symbols, positions, r, g, fit)
+    setup = time.perf_counter() - t0
+    batched.fit(masks[:8])  # compile / warm caches outside the timing
+    res_b, wall_b, cpu_b, peak_b = timed_fit(batched, masks)
+    srfit = make_engine(symbols, positions, r, g, dataclasses.replace(fit, engine="srfit"))
+    res_s, wall_s, cpu_s, _ = timed_fit(srfit, masks[:n_srfit])
+    ok = (res_b.status[:n_srfit] == 1) & (res_s.status == 1)
+    fits_b, fits_s = n_batched / cpu_b, n_srfit / cpu_s
+    return {
+        "model": name, "n_atoms": int(len(symbols)), "elements": sorted(set(map(str, symbols))),
+        "batched_fits": n_batched, "batched_fits_per_core_s": fits_b, "batched_wall_s": wall_b,
+        "batched_setup_s": setup, "batched_evaluations_per_fit": batched.evaluations / (n_batched + 8),
+        "batched_tracemalloc_peak_mb": peak_b / 2**20,
+        "srfit_fits": n_srfit, "srfit_fits_per_core_s": fits_s, "srfit_wall_s": wall_s,
+        "speedup": fits_b / fits_s,
+        "agreement_max_abs_drwp": float(np.max(np.abs(res_b.rwp[:n_srfit][ok] - res_s.rwp[ok]))) if ok.any() else None,
+        "median_rwp": float(np.nanmedian(res_b.rwp)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-batched", type=int, default=2000)
+    parser.add_argument("--n-srfit", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = parser.parse_args()
+    fit = FitSettings()
+    models = [("c60_fragment", *c60_fragment()), ("ga2o3_GO_1x2x2", *read_xyz(GO_FILE))]
+    figures = {"settings": dataclasses.asdict(fit), "models": []}
+    with threadpool_limits(limits=1):
+        for name, symbols, positions in models:
+            fig = bench_model(name, symbols, positions, fit, args.n_batched, args.n_srfit)
+            figures["models"].append(fig)
+            print(f"{name}: {fig['n_atoms']} atoms {fig['elements']}")
+            print(f"  batched {fig['batched_fits_per_core_s']:9.1f} fits/s/core  ({fig['batched_fits']} fits, "
+                  f"{fig['batched_evaluations_per_fit']:.1f} evaluations/fit, setup {fig['batched_setup_s']:.2f} s)")
+            print(f"  srfit   {fig['srfit_fits_per_core_s']:9.2f} fits/s/core  ({fig['srfit_fits']} fits)")
+            print(f"  speedup {fig['speedup']:9.0f}x   max |Δrwp| on shared masks {fig['agreement_max_abs_drwp']:.2e}")
+            print(f"  tracemalloc peak during batched fit {fig['batched_tracemalloc_peak_mb']:.1f} MiB")
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["ratio_c60_over_ga2o3_batched"] = (figures["models"][0]["batched_fits_per_core_s"]
+                                              / figures["models"][1]["batched_fits_per_core_s"])
+    print(f"peak RSS {figures['peak_rss_mb']:.0f} MiB")
+    if args.json:
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

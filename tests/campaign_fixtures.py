@@ -1,0 +1,97 @@
+"""Tiny campaigns for store and fit-stage tests.
+
+The model is a patch of C60 (24 atoms: fast fits, and sizes 1 give EMPTY candidates); the data is
+its own PDF, so fits converge. Everything is written under a test's tmp_path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ase.build
+import ase.io
+import numpy as np
+import yaml
+
+from motex_dask.campaign import prepare
+from motex_dask.config import load_campaign
+from motex_dask.graph import FitProblem, run_fits
+from motex_dask.pdf import pdf_from_atoms, write_gr
+from motex_dask.store import ARRAY_NAMES, TIMING_ARRAYS, CampaignStore
+
+PDF_SETTINGS = dict(qmin=0.7, qmax=20.0, qdamp=0.04, qbroad=0.01, rmin=0.5, rmax=12.0, rstep=0.01,
+                    uiso=0.005, zoom=1.0, radiation="xray")
+
+
+def write_inputs(folder: Path, n_atoms: int = 24, n_oxygen: int = 0) -> tuple[Path, Path]:
+    """A C60 patch (the first n_atoms, the last n_oxygen of them relabelled O) and its PDF."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atoms = ase.build.molecule("C60")[:n_atoms]
+    symbols = atoms.get_chemical_symbols()
+    for i in range(n_atoms - n_oxygen, n_atoms):
+        symbols[i] = "O"
+    atoms.set_chemical_symbols(symbols)
+    structure = folder / "model.xyz"
+    ase.io.write(structure, atoms, format="xyz")
+    r, g = pdf_from_atoms(atoms.get_chemical_symbols(), atoms.get_positions(), **PDF_SETTINGS)
+    data = folder / "data.gr"
+    write_gr(data, r, g, {"structure": structure.name, **PDF_SETTINGS})
+    return structure, data
+
+
+def write_campaign(folder: Path, size: int = 1200, chunk_size: int = 150, name: str = "campaign.yaml",
+                   permute: tuple[str, ...] = ("C",), n_oxygen: int = 0, store: str | None = None,
+                   **sections: dict[str, Any]) -> Path:
+    """A campaign file in `folder` (inputs next to it); `sections` override/add YAML sections."""
+    structure, data = write_inputs(folder, n_oxygen=n_oxygen)
+    doc: dict[str, Any] = {
+        "structure": structure.name,
+        "data": data.name,
+        "permute": list(permute),
+        "output": "results",
+        "catalogue": {"size": size, "chunk_size": chunk_size, "seed": 7},
+        "fit": {"rmin": 1.0, "rmax": 8.0},
+    }
+    if store is not None:
+        doc["store"] = store
+    for key, value in sections.items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    path = folder / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run_fit_stage(campaign_path: Path, client, progress: bool = False) -> dict[str, Any]:
+    """Open (create/resume/extend) the campaign's store and run the fit stage on `client`."""
+    inputs = prepare(load_campaign(campaign_path))
+    campaign = inputs.campaign
+    with CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
+        problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
+        return run_fits(client, store, problem, progress=progress)
+
+
+def store_arrays(url: str) -> dict[str, np.ndarray]:
+    """Every result array of a store (not the run-time records), read with plain zarr."""
+    import zarr
+
+    group = zarr.open_group(url, mode="r")
+    return {name: group[name][:] for name in ARRAY_NAMES if name not in TIMING_ARRAYS}
+
+
+def assert_same_store(a: str, b: str) -> None:
+    """Two stores hold bit-identical results (NaN where the other has NaN)."""
+    left, right = store_arrays(a), store_arrays(b)
+    for name in left:
+        assert left[name].dtype == right[name].dtype, name
+        assert left[name].shape == right[name].shape, name
+        assert np.array_equal(left[name], right[name], equal_nan=left[name].dtype.kind == "f"), name
+
+
+def local_client(n_workers: int = 2):
+    """A LocalCluster of single-threaded worker processes, no dashboard."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           worker_dashboard_address=None)
+    return Client(cluster)

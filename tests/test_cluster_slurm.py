@@ -1,0 +1,252 @@
+"""Dask workers in real SLURM jobs (and PBS jobs through slurm-wlm-torque's qsub over SLURM).
+
+Needs a running SLURM: ``eval "$(scripts/slurm_local.sh up)"``. Skipped, with the reason, otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from distributed import Client
+
+from campaign_fixtures import assert_same_store, write_campaign
+from motex_dask.campaign import run_campaign
+from motex_dask.cluster import ClusterProfile, load_profile, open_client
+from motex_dask.config import load_campaign
+from motex_dask.store import CampaignStore
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONF = Path(os.environ.get("MOTEX_SLURM_DIR", "/tmp/motex-slurm")) / "slurm.conf"
+
+
+def _slurm_conf() -> str | None:
+    conf = os.environ.get("SLURM_CONF")
+    return conf or (str(DEFAULT_CONF) if DEFAULT_CONF.is_file() else None)
+
+
+def _why_no_slurm() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo): run scripts/slurm_local.sh install && scripts/slurm_local.sh up"
+    env = {**os.environ, **({"SLURM_CONF": _slurm_conf()} if _slurm_conf() else {})}
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: is slurmctld up? (scripts/slurm_local.sh status)"
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return f"no SLURM controller answers (scripts/slurm_local.sh up): {proc.stderr.strip()}"
+    return None
+
+
+NO_SLURM = _why_no_slurm()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(NO_SLURM is not None, reason=NO_SLURM or "")]
+needs_qsub = pytest.mark.skipif(shutil.which("qsub") is None, reason="no qsub: install slurm-wlm-torque")
+
+
+@pytest.fixture(autouse=True)
+def slurm_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM_CONF for sbatch/squeue; the test's folder as cwd (the torque qsub writes job logs there)."""
+    if _slurm_conf():
+        monkeypatch.setenv("SLURM_CONF", _slurm_conf())
+    monkeypatch.chdir(tmp_path)
+
+
+def local_profile(tmp_path: Path, shipped: str, **sections: dict) -> ClusterProfile:
+    """A shipped *-local profile with some keys changed, written into tmp_path/cluster_profiles."""
+    raw = yaml.safe_load((REPO / "cluster_profiles" / f"{shipped}.yaml").read_text())
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    raw["jobqueue"]["log-directory"] = str(tmp_path / "logs")
+    path = tmp_path / "cluster_profiles" / f"{shipped}-test.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(raw))
+    return load_profile(path.stem, base_dir=tmp_path)
+
+
+def squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def job_field(job_id: str, name: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+    match = re.search(rf"\b{name}=(\S+)", out)
+    assert match, out
+    return match.group(1)
+
+
+def worker_job_ids(client: Client) -> dict[str, str | None]:
+    return client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+
+
+def wait_until_gone(job_ids: set[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while job_ids & squeue_ids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not job_ids & squeue_ids(), f"jobs {job_ids & squeue_ids()} outlived their cluster"
+
+
+@pytest.mark.timeout(180)
+def test_learn_stage_workers_run_in_two_slurm_jobs(tmp_path: Path) -> None:
+    profile = local_profile(tmp_path, "slurm-local", learn={"jobs": 2})
+    with open_client(profile, "learn") as client:
+        ids = worker_job_ids(client)
+        assert len(ids) == 2 and None not in ids.values()
+        assert len(set(ids.values())) == 2
+        assert set(ids.values()) <= squeue_ids()
+        # The learn walltime of the profile, not the fit one.
+        assert {job_field(j, "TimeLimit") for j in ids.values()} == {"00:20:00"}
+        assert client.submit(lambda: os.environ["SLURM_JOB_ID"]).result() in ids.values()
+    wait_until_gone(set(ids.values()))
+
+
+@pytest.mark.timeout(180)
+def test_fit_stage_adapts_slurm_jobs_with_lifetime(tmp_path: Path) -> None:
+    profile = local_profile(tmp_path, "slurm-local")
+    with open_client(profile, "fit") as client:
+        assert not client.scheduler_info()["workers"]  # adaptive: no job until there is work
+        futures = client.map(lambda i: (time.sleep(0.5), os.environ.get("SLURM_JOB_ID"))[1], range(12))
+        seen = set(client.gather(futures))
+        assert None not in seen and seen <= squeue_ids()
+        # The fit-stage job script gave the workers a lifetime: 10 min walltime - 30 s stagger
+        # - 60 s margin = 510 s, drawn within +- the stagger.
+        lifetimes = client.run(lambda dask_worker: dask_worker.lifetime)
+        assert lifetimes and all(480 <= t <= 540 for t in lifetimes.values())
+    assert list((tmp_path / "logs").glob("dask-worker-*.err")), "no job logs in the profile's log-directory"
+    wait_until_gone(seen)
+
+
+@pytest.mark.pbs
+@needs_qsub
+@pytest.mark.timeout(180)
+def test_pbs_cluster_through_torque_qsub_wrapper(tmp_path: Path) -> None:
+    profile = local_profile(tmp_path, "pbs-local", learn={"jobs": 2})
+    with open_client(profile, "learn") as client:
+        ids = worker_job_ids(client)
+        assert len(set(ids.values())) == 2 and None not in ids.values()
+        for job_id in ids.values():
+            # sbatch honoured the #PBS lines dask-jobqueue wrote: -N, -l select=...:ncpus=1, -l walltime.
+            assert job_field(job_id, "JobName") == "dask-worker"
+            assert job_field(job_id, "NumCPUs") == "1"
+            assert job_field(job_id, "TimeLimit") == "00:20:00"
+    wait_until_gone(set(ids.values()))  # PBSCluster cancelled them with the qdel wrapper
+    # The wrapper ignores #PBS -e/-o and writes <script>.o<id> into the working directory.
+    assert {p.suffix for p in tmp_path.glob("*.sh.o*")} >= {f".o{j}" for j in ids.values()}
+
+
+
+# -- whole campaigns --------------------------------------------------------------------------------
+
+SIZE, CHUNK = 2400, 100
+LOCAL_PROFILE = """kind: local
+local: {n-workers: 2, threads-per-worker: 1, dashboard-address: "127.0.0.1:0"}
+"""
+# A worker preload (dask-worker --preload) that records, for every task a worker finishes, the
+# task's key and the SLURM job the worker runs in: evidence of where the fits ran.
+RECORDER = '''
+import os
+from pathlib import Path
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+LOG = Path("@LOG@")  # not relative to __file__: workers import a copy of this file
+
+
+class RecordTasks(WorkerPlugin):
+    def setup(self, worker):
+        LOG.mkdir(exist_ok=True)
+        self.file = LOG / f"{os.environ['SLURM_JOB_ID']}-{os.getpid()}.txt"
+
+    def transition(self, key, start, finish, **kwargs):
+        if start == "executing" and finish == "memory":
+            with self.file.open("a") as out:
+                out.write(f"{key} {os.environ['SLURM_JOB_ID']}\\n")
+
+
+async def dask_setup(worker):
+    await worker.plugin_add(RecordTasks(), name="record-tasks")
+'''
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The store of the test campaign fitted on an embedded LocalCluster."""
+    folder = tmp_path_factory.mktemp("local-reference")
+    (folder / "two.yaml").write_text(LOCAL_PROFILE)
+    campaign = write_campaign(folder, size=SIZE, chunk_size=CHUNK)
+    summary = run_campaign(campaign, cluster=str(folder / "two.yaml"), fits_only=True, progress=False)
+    assert summary["fits"]["chunks"] == SIZE // CHUNK
+    return load_campaign(campaign).store_path
+
+
+def recorded_profile(tmp_path: Path, shipped: str, **sections: dict) -> ClusterProfile:
+    """A *-local profile whose workers load the task recorder."""
+    (tmp_path / "recorder.py").write_text(RECORDER.replace("@LOG@", str(tmp_path / "task-log")))
+    jobqueue = {**sections.pop("jobqueue", {}), "worker-extra-args": ["--preload", str(tmp_path / "recorder.py")]}
+    return local_profile(tmp_path, shipped, jobqueue=jobqueue, **sections)
+
+
+def fit_tasks_by_job(tmp_path: Path) -> dict[int, set[str]]:
+    """Chunk -> the SLURM jobs whose workers completed its fit task (keys motex-fit-RUN-CHUNK-ATTEMPT)."""
+    out: dict[int, set[str]] = {}
+    for file in (tmp_path / "task-log").glob("*.txt"):
+        for line in file.read_text().splitlines():
+            key, job = line.rsplit(" ", 1)
+            if key.startswith("motex-fit-"):
+                out.setdefault(int(key.split("-")[3]), set()).add(job)
+    return out
+
+
+def run_on(tmp_path: Path, profile: ClusterProfile) -> tuple[str, dict]:
+    campaign = write_campaign(tmp_path / "campaign", size=SIZE, chunk_size=CHUNK)
+    summary = run_campaign(campaign, cluster=str(profile.source), fits_only=True, progress=False)
+    return load_campaign(campaign).store_path, summary
+
+
+@pytest.mark.timeout(300)
+def test_campaign_on_two_slurm_jobs_equals_local_run(tmp_path: Path, reference: str) -> None:
+    profile = recorded_profile(tmp_path, "slurm-local", fit={"minimum-jobs": 2, "maximum-jobs": 2})
+    store, summary = run_on(tmp_path, profile)
+    assert summary["fits"]["chunks"] == SIZE // CHUNK
+    by_job = fit_tasks_by_job(tmp_path)
+    assert sorted(by_job) == list(range(SIZE // CHUNK))  # every chunk was fitted in a SLURM job...
+    assert len(set().union(*by_job.values())) == 2     # ...spread over the two worker jobs
+    assert CampaignStore.open_readonly(store).incomplete_chunks().size == 0
+    assert_same_store(store, reference)
+
+
+@pytest.mark.pbs
+@needs_qsub
+@pytest.mark.timeout(300)
+def test_campaign_through_pbs_qsub_equals_local_run(tmp_path: Path, reference: str) -> None:
+    profile = recorded_profile(tmp_path, "pbs-local", fit={"minimum-jobs": 2, "maximum-jobs": 2})
+    store, summary = run_on(tmp_path, profile)
+    assert sorted(fit_tasks_by_job(tmp_path)) == list(range(SIZE // CHUNK))
+    assert CampaignStore.open_readonly(store).incomplete_chunks().size == 0
+    assert_same_store(store, reference)
+
+
+@pytest.mark.timeout(300)
+def test_walltime_expiry_mid_campaign_loses_no_fit(tmp_path: Path, reference: str) -> None:
+    """One-minute jobs whose workers retire after 7-13 s: mid-campaign the adaptive cluster replaces
+    them, and the store still ends complete and equal to the local run (no KilledWorker)."""
+    profile = recorded_profile(tmp_path, "slurm-local", jobqueue={"walltime": "00:01:00"},
+                               fit={"lifetime": "10s", "lifetime-stagger": "3s", "minimum-jobs": 2, "maximum-jobs": 2})
+    store, summary = run_on(tmp_path, profile)
+    by_job = fit_tasks_by_job(tmp_path)
+    assert sorted(by_job) == list(range(SIZE // CHUNK))
+    # More jobs than the two at a time ran fits: workers left mid-campaign and were replaced.
+    assert len(set().union(*by_job.values())) > 2
+    assert CampaignStore.open_readonly(store).incomplete_chunks().size == 0
+    assert_same_store(store, reference)
+    # They left by retiring, before SLURM's time limit.
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
+    assert "Reason: worker-lifetime-reached" in logs
+    assert "DUE TO TIME LIMIT" not in logs

@@ -1,0 +1,125 @@
+"""Crash safety: kill the whole campaign (SIGKILL to its process group) at random moments, or one
+Dask worker in the middle of a fit; the resumed store must equal that of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from campaign_fixtures import assert_same_store, local_client, run_fit_stage, write_campaign
+from motex_dask.config import load_campaign
+from motex_dask.errors import InputError
+from motex_dask.store import LOCK_KEY, CampaignStore, status_report
+
+SIZE, CHUNK = 3000, 100          # 30 chunks: more than five killed runs get through
+KILLS = 5
+PROFILE = """kind: local
+local:
+  n-workers: 2
+  threads-per-worker: 1
+  dashboard-address: "127.0.0.1:0"
+"""
+
+
+@pytest.fixture(scope="module")
+def client():
+    with local_client() as c:
+        yield c
+        c.cluster.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, client) -> str:
+    """The store of an uninterrupted run."""
+    path = write_campaign(tmp_path_factory.mktemp("reference"), size=SIZE, chunk_size=CHUNK)
+    summary = run_fit_stage(path, client)
+    assert summary["chunks"] == SIZE // CHUNK and summary["resubmitted"] == 0
+    return load_campaign(path).store_path
+
+
+def chunks_done(url: str) -> int:
+    try:
+        return SIZE // CHUNK - len(CampaignStore.open_readonly(url).incomplete_chunks())
+    except InputError:  # not created yet
+        return 0
+
+
+def start_run(campaign: Path, log: Path) -> subprocess.Popen:
+    """`motex run --fits-only` in a new session: its own process group, workers included."""
+    profile = campaign.parent / "two_workers.yaml"
+    profile.write_text(PROFILE)
+    with log.open("a") as out:
+        return subprocess.Popen(["motex", "-q", "run", str(campaign), "--fits-only", "--cluster", str(profile)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path, reference):
+    campaign = write_campaign(tmp_path, size=SIZE, chunk_size=CHUNK)
+    url = load_campaign(campaign).store_path
+    log = tmp_path / "runs.log"
+    seed = int(time.time())
+    rng = np.random.default_rng(seed)
+    history = []
+    for kill in range(KILLS):
+        before = chunks_done(url)
+        run = start_run(campaign, log)
+        if kill == 0:
+            time.sleep(rng.uniform(0.5, 4.0))  # anywhere in start-up: store creation, lock, cluster
+        else:  # anywhere in the fit stage, once this run has committed a chunk
+            deadline = time.monotonic() + 90
+            while chunks_done(url) <= before and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.6))
+        assert run.poll() is None, f"run {kill} ended before it was killed (seed {seed}):\n{log.read_text()}"
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        history.append(chunks_done(url))
+        assert (Path(url) / LOCK_KEY).exists() or kill == 0  # the killed run's lock is left behind
+    assert 0 < history[-1] < SIZE // CHUNK, f"kills landed outside the fit stage: {history} (seed {seed})"
+    print(f"chunks done after each kill: {history} (seed {seed})")
+
+    final = start_run(campaign, log)
+    assert final.wait(timeout=300) == 0, log.read_text()
+    report = status_report(url)
+    assert report["chunks_done"] == SIZE // CHUNK and report["running"] is None
+    assert not (Path(url) / LOCK_KEY).exists()
+    assert_same_store(reference, url)
+
+
+def _executing(dask_worker) -> list[str]:
+    """Keys of the tasks a worker is running right now (runs on the worker)."""
+    return [str(ts.key) for ts in dask_worker.state.executing]
+
+
+def test_a_worker_killed_in_the_middle_of_a_fit_changes_nothing(tmp_path, client, reference):
+    campaign = write_campaign(tmp_path, size=SIZE, chunk_size=CHUNK)
+    url = load_campaign(campaign).store_path
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(run_fit_stage(campaign, client)))
+    runner.start()
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and runner.is_alive() and time.monotonic() < deadline:
+        if chunks_done(url) >= 3:  # well into the fit stage, engines built
+            busy = {addr: keys for addr, keys in client.run(_executing).items()
+                    if any(k.startswith("motex-fit") for k in keys)}
+            if busy:
+                victim = sorted(busy)[0]
+                pid = client.run(os.getpid, workers=[victim])[victim]
+                os.kill(pid, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    runner.join(timeout=300)
+    assert victim is not None, "no fit task was caught running"
+    assert not runner.is_alive() and result["chunks"] == SIZE // CHUNK
+    assert status_report(url)["chunks_done"] == SIZE // CHUNK
+    assert_same_store(reference, url)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+    assert victim not in client.scheduler_info()["workers"]
