@@ -145,6 +145,9 @@ def cmd_pdf(args: argparse.Namespace) -> int:
     from .pdf import pdf_from_atoms, write_gr
     from .structure import read_structure
 
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:  # e.g. -o data.gr would replace the measured data
+        raise InputError(f"{out}: already exists; choose another name, or add --overwrite to replace it")
     atoms = read_structure(args.structure)
     settings = dict(qmin=args.qmin, qmax=args.qmax, qdamp=args.qdamp, qbroad=args.qbroad, rmin=args.rmin,
                     rmax=args.rmax, rstep=args.rstep, uiso=args.uiso, zoom=args.zoom, radiation=args.radiation)
@@ -238,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                           ("rmax", 20.0), ("rstep", 0.01), ("uiso", 0.005), ("zoom", 1.0)):
         p.add_argument(f"--{name}", type=float, default=default, help=f"(default {default})")
     p.add_argument("--radiation", choices=("xray", "neutron"), default="xray")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.gr if it exists")
     p.set_defaults(func=cmd_pdf)
 
     p = sub.add_parser("submit", parents=[common],

@@ -109,8 +109,8 @@ def open_client(profile: ClusterProfile, stage: str) -> Iterator[Client]:
             cluster.adapt(minimum_jobs=profile.fit["minimum-jobs"], maximum_jobs=profile.fit["maximum-jobs"])
         elif profile.kind != "local":
             _start_fixed(cluster, client, profile)
-        log.info("%s stage on cluster profile '%s' (%s): dashboard %s", stage, profile.name, profile.kind,
-                 client.dashboard_link)
+        log.info("%s stage on cluster profile '%s' (%s): %s; dashboard %s", stage, profile.name, profile.kind,
+                 _describe(profile, stage, client), client.dashboard_link)
         yield client
 
 
@@ -358,6 +358,17 @@ def _job(profile: ClusterProfile, kwargs: dict[str, Any], scheduler: str) -> Job
         return BATCH_KINDS[profile.kind].job_cls(scheduler=scheduler, name="<worker-name>", **kwargs)
     except (TypeError, ValueError) as err:
         raise InputError(f"{profile.source}: dask-jobqueue rejected the jobqueue options: {err}") from None
+
+
+def _describe(profile: ClusterProfile, stage: str, client: Client) -> str:
+    workers = client.scheduler_info()["workers"].values()
+    if profile.kind == "local":
+        return f"{len(workers)} local workers x {profile.options['threads-per-worker']} threads"
+    if stage == "learn":
+        return f"{len(workers)} workers in {profile.learn['jobs']} jobs"
+    lifetime = profile.fit["lifetime"]
+    return (f"adaptive, {profile.fit['minimum-jobs']}-{profile.fit['maximum-jobs']} jobs, worker lifetime "
+            + ("none" if lifetime is None else f"{lifetime:.0f} s +- {profile.fit['lifetime-stagger']:.0f} s"))
 
 
 def _start_fixed(cluster: JobQueueCluster, client: Client, profile: ClusterProfile) -> None:

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from .catalogue import chunk_masks, first_occurrence, mask_keys
 from .config import CatalogueSettings, FitSettings
 from .data import PDFData
+from .errors import InputError
 from .fit import Engine, Status, make_engine
-from .store import REFINED, CampaignStore
+from .store import REFINED, SNAPSHOT_SECONDS, CampaignStore
 from .structure import StartingModel
 
 log = logging.getLogger("motex_dask")
@@ -154,6 +155,7 @@ def run_fits(client: Client, store: CampaignStore, problem: FitProblem, progress
     summary: dict[str, Any] = {"chunks_total": store.n_chunks, "chunks": len(todo), "candidates": 0, "fits": 0,
                                "duplicates": 0, "failed": {}, "resubmitted": 0}
     if not todo:
+        store.checkpoint()  # the ledger knew more than the snapshot: a run killed before saving it
         log.info("fit stage: all %d chunks are already done", store.n_chunks)
         return {**summary, "seconds": time.perf_counter() - t0, "fits_per_second": 0.0}
     total = int(store.chunk_rows()[todo].sum())
@@ -177,11 +179,18 @@ def run_fits(client: Client, store: CampaignStore, problem: FitProblem, progress
     bar = _Progress(total, progress)
     by_status = np.zeros(len(Status), dtype=np.int64)
     pending = as_completed([f for _, f in futures.values()])
+    saved = time.monotonic()
     try:
         for future in pending:
+            if store.lock_lost:
+                raise InputError(f"{store.url}: another run took over this store's lock; stopping this one")
             c, _ = futures.pop(future.key)
             if future.status == "finished":
                 stats = future.result()
+                store.note_done(c)
+                if time.monotonic() - saved > SNAPSHOT_SECONDS:
+                    store.checkpoint()
+                    saved = time.monotonic()
                 summary["candidates"] += stats["rows"]
                 summary["fits"] += stats["fits"]
                 by_status += stats["status"]
@@ -208,6 +217,10 @@ def run_fits(client: Client, store: CampaignStore, problem: FitProblem, progress
     finally:
         bar.close()
         client.cancel([f for _, f in futures.values()])
+        try:
+            store.checkpoint()
+        except Exception as err:  # never hide the error that brought us here
+            log.warning("%s: could not save the ledger snapshot (%s)", store.url, err)
     seconds = time.perf_counter() - t0
     summary["duplicates"] = int(by_status[Status.DUPLICATE])
     summary["failed"] = {s.name.lower(): int(by_status[s]) for s in Status

@@ -99,8 +99,8 @@ def _colour(value: float, scale: float) -> str:
     return f"background: rgb(255,{255 - int(110 * t)},{255 - int(110 * t)})"
 
 
-def _contribution_table(header: list[str], rows: list[list[str]]) -> str:
-    """The atom table; the contribution column is shaded (negative = belongs to the motif)."""
+def _csv_table(header: list[str], rows: list[list[str]]) -> str:
+    """A CSV file as a table; a contribution column is shaded (negative: belongs to the motif)."""
     key = next((i for i, h in enumerate(header) if "contribution" in h.lower()), None)
     values = [_number(r[key]) for r in rows if key is not None and key < len(r)]
     scale = max((abs(v) for v in values if v is not None), default=0.0)
@@ -174,7 +174,7 @@ def render_html(store_url: str, settings: dict[str, Any], status: dict[str, Any]
         best_header, best_rows = _read_csv(folder / BEST_CSV)
         best = (f"<h2>Motif and best candidates</h2>\n<p class=\"note\">From {BEST_CSV}: the motif (atoms with a "
                 f"negative contribution) and the lowest-R<sub>wp</sub> candidates, refined again.</p>\n"
-                f"{_contribution_table(best_header, best_rows)}")
+                f"{_csv_table(best_header, best_rows)}")
     status_items = [(k, status.get(k)) for k in ("fits_done", "fits_total", "chunks_done", "chunks_total",
                                                   "duplicates", "failed", "by_status", "best") if k in status]
     title = f"ML-MotEx report: {Path(str(settings.get('structure', 'campaign'))).name}"
@@ -198,7 +198,7 @@ motif behind the data; a positive value (red) means the fit is better without it
 {_figures(folder)}
 <h2>Atom contributions</h2>
 <p class="note">From {html.escape(CONTRIBUTIONS_CSV)}: {len(rows)} atoms.</p>
-{_contribution_table(header, rows)}
+{_csv_table(header, rows)}
 {best}
 <h2>Summary</h2>
 {_kv_table(_flatten(numbers))}
@@ -211,19 +211,27 @@ motif behind the data; a positive value (red) means the fit is better without it
 """
 
 
+def _check_target(target: Path) -> None:
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; give the HTML file to write, e.g. -o report.html")
+    if target.suffix.lower() not in (".html", ".htm"):  # never write a page over a data or campaign file
+        raise InputError(f"{target}: the report is an HTML page; give a file name ending in .html")
+
+
 def write_html_report(store_url: str, output: str | Path | None = None,
                       outputs: str | Path | None = None) -> Path:
     """Write the report of a store; `output`: the HTML file (default <outputs>/report.html);
     `outputs`: the folder `motex explain` wrote (default: the campaign's output folder)."""
     from .store import CampaignStore, status_report
 
+    if output is not None:  # checked first: a wrong -o should not wait for the store
+        _check_target(Path(output))
     store_url = str(store_url)
     settings = CampaignStore.open_readonly(store_url).settings
     folder = _outputs_dir(store_url, settings, outputs)
-    page = render_html(store_url, settings, status_report(store_url), folder)
     target = Path(output) if output is not None else folder / REPORT_HTML
-    if target.is_dir():
-        raise InputError(f"{target}: is a folder; give the HTML file to write, e.g. -o report.html")
+    _check_target(target)
+    page = render_html(store_url, settings, status_report(store_url), folder)
     # Write then rename: an interrupted run never leaves half a report over a good one.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 import zarr
 import zarr.storage
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
@@ -74,8 +74,14 @@ CHUNK_ARRAYS: dict[str, tuple[str, Any]] = {
     "chunk_end": ("float64", 0.0),
     "chunk_done": ("int32", 0),
 }
+#: Completed rows per chunk as the running campaign's client last saw them (it notes a chunk only
+#: after its task returned, so this never claims more than `chunk_done`); a few large Zarr chunks,
+#: so that resuming a store reads a handful of files, not one per fit task.
+SNAPSHOT = "chunk_done_snapshot"
+#: Client-side snapshot writes during a run, at most this often (and once at its end).
+SNAPSHOT_SECONDS = 30.0
 #: Every array the store holds (also: `atom_index`, dims (atom,)).
-ARRAY_NAMES = (*ROW_ARRAYS, *CHUNK_ARRAYS, "atom_index")
+ARRAY_NAMES = (*ROW_ARRAYS, *CHUNK_ARRAYS, SNAPSHOT, "atom_index")
 #: Arrays that record run times, not results: they differ between two runs of the same campaign.
 TIMING_ARRAYS = ("chunk_seconds", "chunk_end")
 
@@ -185,6 +191,7 @@ class _Lock:
         self.info = {"host": socket.gethostname(), "pid": pid, "pid_start": _process_start(pid),
                      "started": now, "heartbeat": now, "token": uuid.uuid4().hex}
         self.lost = False
+        self.took_over = False  # from a run that is gone (it may have left half-written files)
         self._stop = threading.Event()
         self._mutex = threading.Lock()  # a heartbeat never rewrites a lock that release() deleted
         self._thread: threading.Thread | None = None
@@ -236,6 +243,7 @@ class _Lock:
                 log.warning("%s: taking over the lock of a run that is gone (%s)", self.url,
                             f"host {holder['host']}, PID {holder['pid']}" if holder else "torn lock")
                 sync(self.store.delete(LOCK_KEY))
+                self.took_over = True
         raise InputError(f"{self.url}: could not take the store's lock ({LOCK_KEY}); another run is "
                          "starting on it at the same moment: try again")
 
@@ -299,6 +307,8 @@ class CampaignStore:
         self._lock = lock
         self._group = zarr.open_group(store=store, mode="r" if store.read_only else "r+")
         self._arrays: dict[str, zarr.Array] = {}
+        self._done: np.ndarray | None = None   # completed rows per chunk, as this process knows them
+        self._saved: np.ndarray | None = None  # ... and as the snapshot holds them
 
     # -- public attributes ---------------------------------------------------------------------
     @property
@@ -334,6 +344,11 @@ class CampaignStore:
     def attrs(self) -> dict[str, Any]:
         return self._meta.attrs
 
+    @property
+    def lock_lost(self) -> bool:
+        """True when another run took this run's lock over (this run must stop writing)."""
+        return self._lock is not None and self._lock.lost
+
     # -- opening -----------------------------------------------------------------------------
     @classmethod
     def open_for_run(cls, url: str, campaign: Campaign, model: StartingModel, data: PDFData) -> "CampaignStore":
@@ -351,7 +366,8 @@ class CampaignStore:
             attrs = _inspect(store, url)  # again, now that no other run can change it
             meta = (_create(store, url, campaign, model, data) if attrs is None
                     else _update(store, url, attrs, campaign, model, data))
-            _remove_partial_files(url)
+            if lock.took_over:
+                _remove_partial_files(url)
         except BaseException:
             lock.release()
             raise
@@ -403,27 +419,46 @@ class CampaignStore:
         rows[-1] = self.size - (self.n_chunks - 1) * self.chunk_size
         return rows
 
-    def ledger(self, name: str = "chunk_done") -> np.ndarray:
-        """A per-chunk array; an entry that is missing, torn or unreadable reads as its fill value."""
+    def ledger(self, name: str = "chunk_done", chunks: np.ndarray | None = None) -> np.ndarray:
+        """A per-chunk array (at `chunks`, default all); an entry that is missing, torn or
+        unreadable reads as its fill value."""
         arr = self.array(name)
+        idx = np.arange(arr.shape[0]) if chunks is None else np.asarray(chunks, dtype=np.int64)
         try:
-            values = arr[:]
-        except Exception:  # a torn chunk anywhere (non-atomic store killed mid-write): entry by entry
-            fill = CHUNK_ARRAYS[name][1]
-            values = np.full(arr.shape[0], fill, dtype=arr.dtype)
-            for c in range(arr.shape[0]):
+            return arr[:] if chunks is None else arr.get_coordinate_selection(idx)
+        except Exception:  # a torn chunk (a non-atomic store killed mid-write): entry by entry
+            values = np.full(idx.size, CHUNK_ARRAYS[name][1], dtype=arr.dtype)
+            for i, c in enumerate(idx):
                 try:
-                    values[c] = arr[c]
+                    values[i] = arr[c]
                 except Exception:
                     log.warning("%s: %s entry of chunk %d is unreadable; the chunk counts as not done",
                                 self.url, name, c)
-        return values
+            return values
 
-    def done_rows(self) -> np.ndarray:
-        """Completed rows per chunk: a value that cannot be right counts as 0."""
-        done = self.ledger("chunk_done").astype(np.int64)[: self.n_chunks]
+    def _valid(self, done: np.ndarray) -> np.ndarray:
+        """Per-chunk row counts padded/cut to n_chunks; a value that cannot be right counts as 0."""
+        done = np.asarray(done, dtype=np.int64)[: self.n_chunks]
         done = np.pad(done, (0, self.n_chunks - len(done)))
         return np.where((done >= 0) & (done <= self.chunk_rows()), done, 0)
+
+    def done_rows(self) -> np.ndarray:
+        """Completed rows per chunk: the snapshot, and the ledger for every chunk it lacks."""
+        rows = self.chunk_rows()
+        try:
+            snapshot = self._valid(self.array(SNAPSHOT)[:])
+        except Exception:  # torn by a kill on a non-atomic store: the ledger alone decides
+            log.warning("%s: %s is unreadable; reading every chunk's ledger entry", self.url, SNAPSHOT)
+            snapshot = np.zeros(self.n_chunks, dtype=np.int64)
+        done = snapshot.copy()
+        need = np.flatnonzero(snapshot < rows)
+        need = need[need < self.array("chunk_done").shape[0]]  # shorter while an extension is half done
+        if need.size:
+            ledger = self.ledger("chunk_done", need).astype(np.int64)
+            ledger = np.where((ledger >= 0) & (ledger <= rows[need]), ledger, 0)
+            done[need] = np.maximum(snapshot[need], ledger)
+        self._done, self._saved = done.copy(), snapshot
+        return done
 
     def incomplete_chunks(self) -> list[int]:
         """Chunks whose ledger entry is short of their row count (in order)."""
@@ -433,13 +468,24 @@ class CampaignStore:
         return chunk_bounds(c, self.size, self.chunk_size)
 
     # -- writing -----------------------------------------------------------------------------
+    def note_done(self, c: int) -> None:
+        """Client side: chunk c's task returned, so the chunk is complete (saved by `checkpoint`)."""
+        if self._done is None:
+            self.done_rows()
+        self._done[c] = self.chunk_rows()[c]
+
+    def checkpoint(self) -> None:
+        """Client side: save the completed chunks this run knows of into the snapshot."""
+        if self._lock is None or self.lock_lost or self._done is None or np.array_equal(self._done, self._saved):
+            return
+        self.array(SNAPSHOT)[:] = self._done.astype(np.int32)
+        self._saved = self._done.copy()
+
     def write_chunk(self, c: int, arrays: dict[str, np.ndarray], seconds: float) -> None:
         """Write chunk c's rows of every per-candidate array, then its ledger entries (last).
 
         Each array's region is exactly one Zarr chunk, so no other task touches these files.
         """
-        if self._lock is not None and self._lock.lost:
-            raise InputError(f"{self.url}: another run took over this store's lock; stopping")
         start, stop = self.bounds(c)
         n = stop - start
         _check_chunk(c, arrays, n, self.n_perm)
@@ -580,6 +626,8 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     for name, (dtype, fill) in CHUNK_ARRAYS.items():
         group.create_array(name, shape=(nc,), chunks=(1,), dtype=dtype, fill_value=fill,
                            compressors=[Crc32cCodec()], dimension_names=("chunk",), overwrite=True)
+    group.create_array(SNAPSHOT, shape=(nc,), chunks=(nc,), dtype="int32", fill_value=0,
+                       compressors=[ZstdCodec(), Crc32cCodec()], dimension_names=("chunk",), overwrite=True)
     atom_index = group.create_array("atom_index", shape=(model.n_perm,), chunks=(model.n_perm,),
                                     dtype="int64", fill_value=-1, dimension_names=("atom",), overwrite=True)
     atom_index[:] = model.permuted
@@ -610,18 +658,21 @@ def _resize_arrays(group: zarr.Group, size: int, chunk_size: int) -> None:
         shape = (size, *arr.shape[1:])
         if arr.shape != shape:
             arr.resize(shape)
-    for name in CHUNK_ARRAYS:
+    for name in (*CHUNK_ARRAYS, SNAPSHOT):
         arr = group[name]
         if arr.shape != (nc,):
             arr.resize((nc,))
 
 
 def _remove_partial_files(url: str) -> None:
-    """Delete temporary files a killed LocalStore write left behind (``<chunk>.<uuid>.partial``)."""
+    """Delete the temporary files (``<chunk>.<uuid>.partial``) that LocalStore writes killed by
+    SIGKILL left behind. Harmless to Zarr, so only looked for after taking over a stale lock."""
     if "://" in url:
         return
-    for path in Path(url).rglob("*.partial"):
-        path.unlink(missing_ok=True)
+    for folder, _, files in os.walk(url):
+        for name in files:
+            if name.endswith(".partial"):
+                Path(folder, name).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------- status

@@ -89,9 +89,9 @@ def assert_same_store(a: str, b: str) -> None:
 
 
 def local_client(n_workers: int = 2):
-    """A LocalCluster of single-threaded worker processes, no dashboard."""
+    """A LocalCluster of single-threaded worker processes (dashboard on a free port)."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           worker_dashboard_address=None)
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                           dashboard_address="127.0.0.1:0")
     return Client(cluster)

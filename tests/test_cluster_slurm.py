@@ -5,6 +5,7 @@ Needs a running SLURM: ``eval "$(scripts/slurm_local.sh up)"``. Skipped, with th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,13 +14,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import pytest
 import yaml
 from distributed import Client
 
 from campaign_fixtures import assert_same_store, write_campaign
 from motex_dask.campaign import run_campaign
-from motex_dask.cluster import ClusterProfile, load_profile, open_client
+from motex_dask.cluster import (ClusterProfile, load_profile, open_client, submit_batch_script,
+                                write_batch_script)
 from motex_dask.config import load_campaign
 from motex_dask.store import CampaignStore
 
@@ -218,7 +221,7 @@ def test_campaign_on_two_slurm_jobs_equals_local_run(tmp_path: Path, reference: 
     by_job = fit_tasks_by_job(tmp_path)
     assert sorted(by_job) == list(range(SIZE // CHUNK))  # every chunk was fitted in a SLURM job...
     assert len(set().union(*by_job.values())) == 2     # ...spread over the two worker jobs
-    assert CampaignStore.open_readonly(store).incomplete_chunks().size == 0
+    assert CampaignStore.open_readonly(store).incomplete_chunks() == []
     assert_same_store(store, reference)
 
 
@@ -229,24 +232,54 @@ def test_campaign_through_pbs_qsub_equals_local_run(tmp_path: Path, reference: s
     profile = recorded_profile(tmp_path, "pbs-local", fit={"minimum-jobs": 2, "maximum-jobs": 2})
     store, summary = run_on(tmp_path, profile)
     assert sorted(fit_tasks_by_job(tmp_path)) == list(range(SIZE // CHUNK))
-    assert CampaignStore.open_readonly(store).incomplete_chunks().size == 0
+    assert CampaignStore.open_readonly(store).incomplete_chunks() == []
     assert_same_store(store, reference)
 
 
 @pytest.mark.timeout(300)
 def test_walltime_expiry_mid_campaign_loses_no_fit(tmp_path: Path, reference: str) -> None:
-    """One-minute jobs whose workers retire after 7-13 s: mid-campaign the adaptive cluster replaces
+    """One-minute jobs whose workers retire after 6-10 s: mid-campaign the adaptive cluster replaces
     them, and the store still ends complete and equal to the local run (no KilledWorker)."""
     profile = recorded_profile(tmp_path, "slurm-local", jobqueue={"walltime": "00:01:00"},
-                               fit={"lifetime": "10s", "lifetime-stagger": "3s", "minimum-jobs": 2, "maximum-jobs": 2})
-    store, summary = run_on(tmp_path, profile)
+                               fit={"lifetime": "8s", "lifetime-stagger": "2s", "minimum-jobs": 2, "maximum-jobs": 2})
+    # SpecCluster waits lost-worker-timeout (15 s) before it replaces a worker that left; shorten
+    # the wait so that replacements join this short campaign.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
+        store, summary = run_on(tmp_path, profile)
     by_job = fit_tasks_by_job(tmp_path)
     assert sorted(by_job) == list(range(SIZE // CHUNK))
     # More jobs than the two at a time ran fits: workers left mid-campaign and were replaced.
     assert len(set().union(*by_job.values())) > 2
-    assert CampaignStore.open_readonly(store).incomplete_chunks().size == 0
+    assert CampaignStore.open_readonly(store).incomplete_chunks() == []
     assert_same_store(store, reference)
     # They left by retiring, before SLURM's time limit.
     logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
     assert "Reason: worker-lifetime-reached" in logs
     assert "DUE TO TIME LIMIT" not in logs
+
+
+@pytest.mark.timeout(300)
+def test_submitted_batch_script_runs_the_campaign_inside_one_job(tmp_path: Path, reference: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`motex submit --now`: one sbatch job runs `motex run --cluster local` with its workers sized
+    to the allocation. The test follows it through the fit stage, then cancels the rest."""
+    campaign = write_campaign(tmp_path / "campaign", size=SIZE, chunk_size=CHUNK)
+    (tmp_path / "recorder.py").write_text(RECORDER.replace("@LOG@", str(tmp_path / "task-log")))
+    # sbatch exports the environment: the job's local workers load the recorder through dask config.
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PRELOAD", json.dumps([str(tmp_path / "recorder.py")]))
+    profile = local_profile(tmp_path, "slurm-local", jobqueue={"cores": 2, "memory": "2GiB", "processes": 2})
+    script = write_batch_script(campaign, profile, tmp_path / "campaign.slurm.sh")
+    job = submit_batch_script(script, profile)
+    try:
+        deadline = time.monotonic() + 240
+        while (len(fit_tasks_by_job(tmp_path)) < SIZE // CHUNK and job in squeue_ids()
+               and time.monotonic() < deadline):
+            time.sleep(1)
+        by_job = fit_tasks_by_job(tmp_path)
+        log = (tmp_path / "logs" / f"motex-campaign-{job}.err").read_text()
+    finally:
+        subprocess.run(["scancel", job], check=True)  # learning and the report are tested elsewhere
+    assert by_job == {c: {job} for c in range(SIZE // CHUNK)}, log[-3000:]
+    assert "fit stage on cluster profile 'local' (local): 2 local workers x 1 threads" in log
+    assert_same_store(load_campaign(campaign).store_path, reference)
+    wait_until_gone({job})

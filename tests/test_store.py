@@ -24,7 +24,7 @@ from motex_dask.catalogue import chunk_masks
 from motex_dask.config import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.fit import Status
-from motex_dask.store import LOCK_KEY, CampaignStore, format_status, status_report
+from motex_dask.store import LOCK_KEY, SNAPSHOT, CampaignStore, format_status, status_report
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,11 @@ def test_a_torn_ledger_entry_reads_as_not_done_and_is_redone(finished, client, t
     (copy / "chunk_done" / "c" / "5").unlink()
     group = zarr.open_group(str(copy), mode="r+")
     group["rwp"][750:900] = 42.0
+    group[SNAPSHOT][[2, 5]] = 0  # the client never saw those two tasks return
     (copy / "rwp" / "c" / "0.deadbeef.partial").write_bytes(b"left by a killed write")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _write_lock(str(copy), pid=gone.pid)  # the killed run's lock
     reader = CampaignStore.open_readonly(str(copy))
     assert reader.incomplete_chunks() == [2, 5]
     report = status_report(str(copy))
@@ -165,6 +169,25 @@ def test_a_torn_ledger_entry_reads_as_not_done_and_is_redone(finished, client, t
     assert summary["chunks"] == 2 and summary["candidates"] == 300
     assert_same_store(url, str(copy))
     assert not list(copy.rglob("*.partial"))
+
+
+def test_a_lagging_or_torn_snapshot_falls_back_to_the_ledger(finished, client, tmp_path):
+    _, url, _ = finished
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(url, copy)
+    campaign_file = write_campaign(tmp_path, size=1000, chunk_size=150, store=str(copy))
+    group = zarr.open_group(str(copy), mode="r+")
+    assert np.array_equal(group[SNAPSHOT][:], group["chunk_done"][:])  # saved at the end of the run
+    group[SNAPSHOT][:] = [150, 150, 0, 0, 0, 0, 0]  # a run killed before it saved the snapshot
+    assert CampaignStore.open_readonly(str(copy)).incomplete_chunks() == []
+    assert run_fit_stage(campaign_file, client)["chunks"] == 0
+    assert np.array_equal(group[SNAPSHOT][:], group["chunk_done"][:])  # caught up
+    snapshot = copy / SNAPSHOT / "c" / "0"
+    snapshot.write_bytes(snapshot.read_bytes()[:-2])
+    assert CampaignStore.open_readonly(str(copy)).incomplete_chunks() == []
+    assert run_fit_stage(campaign_file, client)["chunks"] == 0
+    assert np.array_equal(group[SNAPSHOT][:], group["chunk_done"][:])
+    assert_same_store(url, str(copy))
 
 
 # -------------------------------------------------------------------------------- fingerprint

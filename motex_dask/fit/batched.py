@@ -36,9 +36,12 @@ from motex_dask.pdf.formfactors import scattering_factors
 
 N_TAPS = 12  # Lagrange nodes per interpolation (even)
 # grid step times the largest conjugate variable (x for the d grid, d for the x grid):
-# 12-point Lagrange error <= 5.5e-5 * STEP_TIMES_FREQ**12 ≈ 1e-6 of a term's amplitude
-STEP_TIMES_FREQ = 0.7
-N_U_NODES = 5  # Chebyshev nodes in u for the qbroad factor: error < 1e-7 over [0.001, 0.05]
+# 12-point Lagrange error <= 5.5e-5 * STEP_TIMES_FREQ**12 ≈ 8e-6 of the highest-Q term's
+# amplitude (measured: < 3e-8 in R_wp)
+STEP_TIMES_FREQ = 0.85
+# Chebyshev nodes in u for the qbroad factor exp(-u qbroad² x² d²): its exponent spans < 0.33
+# over [0.001, 0.05] and is always < 2 % of the exactly applied exp(-u Q²); 4 nodes: < 3e-9 in R_wp
+N_U_NODES = 4
 BATCH = 128
 FTOL = 1e-12  # relative cost decrease that ends a candidate's refinement
 MAX_ITER = 60
@@ -63,35 +66,67 @@ def _spread_weights(x: np.ndarray, step: float, n: int) -> tuple[np.ndarray, np.
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _weights(t, bary, offsets, w, wd, pre, dpre, suf, dsuf):
-    """Lagrange weights w[:n] and their t-derivatives wd[:n] at offset t, division-free."""
+def _weights(t, offsets, bary, w, wd, tmp):
+    """Lagrange weights w[i, a] and t-derivatives wd[i, a] at offsets t[a], division-free.
+
+    Prefix/suffix products over the nodes, each step vectorised over the points a.
+    """
     n = bary.size
-    pre[0] = 1.0
-    dpre[0] = 0.0
+    na = t.size
+    pre, dpre, suf, dsuf = tmp[0], tmp[1], tmp[2], tmp[3]
+    for a in range(na):
+        pre[0, a] = 1.0
+        dpre[0, a] = 0.0
+        suf[n - 1, a] = 1.0
+        dsuf[n - 1, a] = 0.0
     for i in range(n - 1):
-        e = t - offsets[i]
-        pre[i + 1] = pre[i] * e
-        dpre[i + 1] = dpre[i] * e + pre[i]
-    suf[n - 1] = 1.0
-    dsuf[n - 1] = 0.0
+        o = offsets[i]
+        for a in range(na):
+            e = t[a] - o
+            dpre[i + 1, a] = dpre[i, a] * e + pre[i, a]
+            pre[i + 1, a] = pre[i, a] * e
     for i in range(n - 1, 0, -1):
-        e = t - offsets[i]
-        suf[i - 1] = suf[i] * e
-        dsuf[i - 1] = dsuf[i] * e + suf[i]
+        o = offsets[i]
+        for a in range(na):
+            e = t[a] - o
+            dsuf[i - 1, a] = dsuf[i, a] * e + suf[i, a]
+            suf[i - 1, a] = suf[i, a] * e
     for i in range(n):
-        w[i] = bary[i] * pre[i] * suf[i]
-        wd[i] = bary[i] * (dpre[i] * suf[i] + pre[i] * dsuf[i])
+        c = bary[i]
+        for a in range(na):
+            w[i, a] = c * pre[i, a] * suf[i, a]
+            wd[i, a] = c * (dpre[i, a] * suf[i, a] + pre[i, a] * dsuf[i, a])
 
 
 @numba.njit(cache=True, nogil=True)
-def _histograms(keep, pi, pj, pkind, pd, pm0, pw, zref, rlo, rhi, hist):
-    """Spread every kept pair inside the window onto hist[c, kind, :]; return pair counts."""
+def _kept_atoms(keep_row, out):
+    """Indices of the kept atoms into out; returns how many."""
+    m = 0
+    for i in range(keep_row.size):
+        if keep_row[i]:
+            out[m] = i
+            m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _histograms(keep, pair_index, pkind, pd, pm0, pw, zref, rlo, rhi, hist):
+    """Spread every kept pair inside the window onto hist[c, kind, :]; return pair counts.
+
+    Loops over pairs of kept atoms only (pair_index[i, j] = row in the pair arrays, or -1).
+    """
     nc = keep.shape[0]
     ntap = pw.shape[1]
     count = np.zeros(nc, np.int64)
+    kept = np.empty(keep.shape[1], np.int64)
     for c in range(nc):
-        for p in range(pi.size):
-            if keep[c, pi[p]] and keep[c, pj[p]]:
+        m = _kept_atoms(keep[c], kept)
+        for a in range(m):
+            row = pair_index[kept[a]]
+            for b in range(a + 1, m):
+                p = row[kept[b]]
+                if p < 0:
+                    continue
                 dz = pd[p] * zref[c]
                 if dz >= rlo[c] and dz <= rhi[c]:
                     count[c] += 1
@@ -102,7 +137,7 @@ def _histograms(keep, pi, pj, pkind, pd, pm0, pw, zref, rlo, rhi, hist):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _shift_windows(keep, cand, pi, pj, pkind, pd, pm0, pw, z0, lo0, hi0, z1, lo1, hi1, kernel,
+def _shift_windows(keep, cand, pair_index, pkind, pd, pm0, pw, z0, lo0, hi0, z1, lo1, hi1, kernel,
                    tables, count):
     """Move candidate cand[n]'s pair window from (z0, lo0, hi0)[n] to (z1, lo1, hi1)[n].
 
@@ -112,10 +147,16 @@ def _shift_windows(keep, cand, pi, pj, pkind, pd, pm0, pw, z0, lo0, hi0, z1, lo1
     ncol = kernel.shape[1]
     ntap = pw.shape[1]
     changed = np.zeros(cand.size, np.bool_)
+    kept = np.empty(keep.shape[1], np.int64)
     for n in range(cand.size):
         c = cand[n]
-        for p in range(pi.size):
-            if keep[c, pi[p]] and keep[c, pj[p]]:
+        m = _kept_atoms(keep[c], kept)
+        for ia in range(m):
+            row = pair_index[kept[ia]]
+            for ib in range(ia + 1, m):
+                p = row[kept[ib]]
+                if p < 0:
+                    continue
                 a = pd[p] * z0[n]
                 b = pd[p] * z1[n]
                 was = a >= lo0[n] and a <= hi0[n]
@@ -127,27 +168,26 @@ def _shift_windows(keep, cand, pi, pj, pkind, pd, pm0, pw, z0, lo0, hi0, z1, lo1
                     tab = tables[c, pkind[p]]
                     for i in range(ntap):
                         wgt = sign * pw[p, i]
-                        row = kernel[pm0[p] + i]
+                        krow = kernel[pm0[p] + i]
                         for col in range(ncol):
-                            tab[col] += wgt * row[col]
+                            tab[col] += wgt * krow[col]
     return changed
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work, y, yz, yu):
+def _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work, taps, j0, y, yz, yu):
     """y = R F, yz = R dF/dz, yu = R dF/du for one candidate at (z, u).
 
     table (n_kinds, n_u*nx) holds T_t(x_j; u_l) at [t, l*nx + j]; rt_fac is R transposed
-    (lower triangular); work is scratch space of at least max(nx, nq) columns.
+    (lower triangular). Scratch: work (8, max(nx, nq)), taps (6, n_taps, nq), j0 (nq,) int.
     """
     nk = table.shape[0]
     nl = unodes.size
     na = q.size - kmin
     ntap = bary.size
     lead = ntap // 2 - 1
-    gv, gu, f, fz, fu = work[0], work[1], work[2], work[3], work[4]
-    lam, dlam, w, wd = work[5], work[6], work[7], work[8]
-    pre, dpre, suf, dsuf = work[9], work[10], work[11], work[12]
+    gv, gu, f, fz, fu, lam, dlam, tq = work[0], work[1], work[2], work[3], work[4], work[5], work[6], work[7]
+    w, wd = taps[0], taps[1]
     for l in range(nl):  # Lagrange basis in u and its derivative
         v = 1.0
         dv = 0.0
@@ -158,8 +198,14 @@ def _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, uno
                 v = v * (u - unodes[m]) / den
         lam[l] = v
         dlam[l] = dv
-    jlo = max(int(math.floor((z * q[kmin] - x0) / hx)) - lead, 0)
-    jhi = min(int(math.floor((z * q[q.size - 1] - x0) / hx)) + ntap - lead, nx)
+    for a in range(na):  # where each x = z*Q_k falls on the x grid
+        s = (z * q[kmin + a] - x0) / hx
+        fl = math.floor(s)
+        tq[a] = s - fl
+        j0[a] = int(fl) - lead
+    _weights(tq[:na], offsets, bary, w, wd, taps[2:])
+    jlo = max(j0[0], 0)
+    jhi = min(j0[na - 1] + ntap, nx)
     for a in range(na):
         f[a] = 0.0
         fz[a] = 0.0
@@ -178,17 +224,14 @@ def _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, uno
                 gv[j] += cl * t
                 gu[j] += dl * t
         for a in range(na):
-            s = (z * q[kmin + a] - x0) / hx
-            fl = math.floor(s)
-            _weights(s - fl, bary, offsets, w, wd, pre, dpre, suf, dsuf)
-            j0 = int(fl) - lead
             sv = 0.0
             sx = 0.0
             su = 0.0
+            b = j0[a]
             for i in range(ntap):
-                sv += w[i] * gv[j0 + i]
-                sx += wd[i] * gv[j0 + i]
-                su += w[i] * gu[j0 + i]
+                sv += w[i, a] * gv[b + i]
+                sx += wd[i, a] * gv[b + i]
+                su += w[i, a] * gu[b + i]
             pk = pref[kk, kmin + a]
             f[a] += pk * sv
             fz[a] += pk * sx
@@ -232,20 +275,23 @@ def _refine(tables, nx, idx, prefs, q, kmin, rt_fac, gq, g2, x0, hx, bary, offse
     """Projected Levenberg–Marquardt on (zoom, uiso) for candidates idx; scale in closed form.
 
     theta[c] holds the start and receives the optimum; out[c] receives
-    (cost, scale, evaluations), cost = |Gobs - scale*G|². prefs is indexed like idx.
+    (cost, scale) and adds the evaluations made to out[c, 2]; cost = |Gobs - scale*G|².
+    prefs is indexed like idx.
     """
     na = q.size - kmin
     y = np.empty(na)
     yz = np.empty(na)
     yu = np.empty(na)
-    work = np.empty((13, max(nx, na)))
+    work = np.empty((8, max(nx, na)))
+    taps = np.empty((6, bary.size, na))
+    j0 = np.empty(na, np.int64)
     for n in range(idx.size):
         c = idx[n]
         table = tables[c]
         pref = prefs[n]
         z = theta[c, 0]
         u = theta[c, 1]
-        _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work, y, yz, yu)
+        _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work, taps, j0, y, yz, yu)
         nev = 1
         mu = 1e-3
         radius = 1.0  # trust radius in units of STEP0: stay in the start's basin, like trf
@@ -306,7 +352,7 @@ def _refine(tables, nx, idx, prefs, q, kmin, rt_fac, gq, g2, x0, hx, bary, offse
                 zn = min(max(z + dz, lo[0]), hi[0])
                 un = min(max(u + du, lo[1]), hi[1])
                 _evaluate(table, nx, pref, q, kmin, rt_fac, zn, un, x0, hx, bary, offsets, unodes, work,
-                          y, yz, yu)
+                          taps, j0, y, yz, yu)
                 nev += 1
                 an, bn = _project(gq, y)
                 if bn > 0.0 and g2 - an * an / bn <= cost:
@@ -316,7 +362,7 @@ def _refine(tables, nx, idx, prefs, q, kmin, rt_fac, gq, g2, x0, hx, bary, offse
                 radius *= 0.5
             if not accepted:  # no downhill step left: restore the current point
                 _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work,
-                          y, yz, yu)
+                          taps, j0, y, yz, yu)
                 nev += 1
                 break
             small = abs(zn - z) <= 1e-12 * abs(z) and abs(un - u) <= 1e-12 * abs(u)
@@ -333,7 +379,7 @@ def _refine(tables, nx, idx, prefs, q, kmin, rt_fac, gq, g2, x0, hx, bary, offse
         theta[c, 1] = u
         out[c, 0] = g2 - a * a / b if b > 0.0 else math.nan
         out[c, 1] = a / b if b > 0.0 else math.nan
-        out[c, 2] = nev
+        out[c, 2] += nev
 
 
 class _GridData:
@@ -381,8 +427,10 @@ class BatchedEngine:
         # longest unzoomed distance any window can hold; longer pairs never count
         dmax = self.inst.qgrid(self.hi[1]).rhi / self.lo[0]
         use = (self.pairs.d <= dmax) & (self.pairs.d > SQRT_EPS)  # srreal skips coincident atoms
-        self._pi, self._pj = self.pairs.i[use], self.pairs.j[use]
         self._pkind, self._pd = self.pairs.kind[use], self.pairs.d[use]
+        n_atoms = self.pairs.species.size
+        self._pair_index = np.full((n_atoms, n_atoms), -1, dtype=np.int64)
+        self._pair_index[self.pairs.i[use], self.pairs.j[use]] = np.arange(self._pd.size)
         dmax = min(dmax, float(self._pd.max())) if self._pd.size else 1.0
         # x = zoom*Q spans up to hi_zoom*qmax; the d grid must resolve sin(x d) there, and
         # the x grid must resolve it up to dmax (plus the spread's reach)
@@ -418,7 +466,7 @@ class BatchedEngine:
         """(pair counts, tables (nc, n_kinds, n_u*nx)) for candidates in windows (zref, rlo, rhi)."""
         nc, nk = keep.shape[0], len(self.pairs.kinds)
         hist = np.zeros((nc, nk, self._nd))
-        count = _histograms(keep, self._pi, self._pj, self._pkind, self._pd, self._pm0, self._pw,
+        count = _histograms(keep, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
                             zref, rlo, rhi, hist)
         tables = hist.reshape(nc * nk, self._nd) @ self._kernel
         return count, tables.reshape(nc, nk, self._kernel.shape[1])
@@ -445,7 +493,8 @@ class BatchedEngine:
         rlo = np.full(nc, grids[0].rlo)
         rhi = np.full(nc, grids[0].rhi)
         npairs, tables = self._tables(keep, zref, rlo, rhi)
-        out = np.full((nc, 3), np.nan)  # cost, scale, evaluations
+        out = np.zeros((nc, 3))  # cost, scale, evaluations
+        out[:, :2] = np.nan
         todo = np.flatnonzero(npairs > 0)
         for rnd in range(MAX_ROUNDS + 1):
             max_iter = MAX_ITER if rnd < MAX_ROUNDS else 0  # last pass: evaluate the fresh state
@@ -464,7 +513,7 @@ class BatchedEngine:
             fresh = [self.inst.qgrid(theta[c, 1]) for c in todo]
             new_lo = np.array([g.rlo for g in fresh])
             new_hi = np.array([g.rhi for g in fresh])
-            moved = _shift_windows(keep, todo, self._pi, self._pj, self._pkind, self._pd, self._pm0, self._pw,
+            moved = _shift_windows(keep, todo, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
                                    zref[todo], rlo[todo], rhi[todo], theta[todo, 0], new_lo, new_hi,
                                    self._kernel, tables, npairs)
             regrid = np.array([g != grids[c] for g, c in zip(fresh, todo)], dtype=bool)
@@ -472,7 +521,7 @@ class BatchedEngine:
                 grids[c] = fresh[n]
             zref[todo], rlo[todo], rhi[todo] = theta[todo, 0], new_lo, new_hi
             todo = todo[(moved | regrid) & (npairs[todo] > 0)]
-        self.evaluations += int(np.nansum(out[:, 2]))
+        self.evaluations += int(out[:, 2].sum())
         for c in range(nc):
             row = offset + c
             if npairs[c] == 0:
