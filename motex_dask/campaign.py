@@ -52,9 +52,12 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
     with CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
         summary: dict[str, Any] = {"store_seconds": time.perf_counter() - t0}
         problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
-        with open_client(profile, stage="fit") as client:
-            summary["fits"] = run_fits(client, store, problem, progress=progress)
-            summary["peak_worker_mb"] = {"fit": worker_peak_mb(client)}
+        if store.incomplete_chunks():
+            with open_client(profile, stage="fit") as client:
+                summary["fits"] = run_fits(client, store, problem, progress=progress)
+                summary["peak_worker_mb"] = {"fit": worker_peak_mb(client)}
+        else:  # a finished campaign: no cluster to start for the fit stage
+            summary["fits"] = run_fits(None, store, problem, progress=progress)
     if fits_only:
         return summary
     return _learn_and_report(inputs, profile, summary)

@@ -243,7 +243,7 @@ def _resolve_fit(fit: dict[str, Any], walltime: float | None, path: Path) -> dic
                              "lengthen the walltime or set fit.lifetime explicitly")
     else:
         lifetime = _parse(parse_timedelta, fit["lifetime"], path, "fit.lifetime", "a duration such as 55m, or auto")
-        if lifetime <= 0 or lifetime <= stagger:
+        if lifetime <= stagger:
             raise InputError(f"{path}: 'fit.lifetime' must be longer than fit.lifetime-stagger (got {lifetime:.0f} s)")
         if walltime is not None and lifetime + stagger >= walltime:
             raise InputError(f"{path}: fit.lifetime + fit.lifetime-stagger ({lifetime + stagger:.0f} s) must be "

@@ -3,7 +3,10 @@
 Every fit task regenerates its chunk's masks from (seed, chunk), fits the rows that are not
 duplicates of earlier rows, and writes its own chunk of the store (data first, ledger last). A
 task can therefore run twice (a retry, a worker that died after writing) without changing the
-result, and the client resubmits chunks whose worker was lost.
+result. Tasks get explicit keys, unique per run, chunk and attempt (``motex-fit-<run>-<c>-<n>``):
+Dask reschedules a task whose worker died (up to distributed.scheduler.allowed-failures), retries
+one that raised (TASK_RETRIES), and the client resubmits, under a new key, a chunk whose task was
+lost anyway (KilledWorker, cancelled), re-scattering the FitProblem if its copies were lost too.
 """
 
 from __future__ import annotations
@@ -148,8 +151,11 @@ class _Progress:
             self.bar.close()
 
 
-def run_fits(client: Client, store: CampaignStore, problem: FitProblem, progress: bool = True) -> dict[str, Any]:
-    """Fit every incomplete chunk of the store on the cluster; returns a summary of this run."""
+def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, progress: bool = True) -> dict[str, Any]:
+    """Fit every incomplete chunk of the store on the cluster; returns a summary of this run.
+
+    `client` may be None when the store is complete (callers skip starting a cluster then).
+    """
     t0 = time.perf_counter()
     todo = store.incomplete_chunks()
     summary: dict[str, Any] = {"chunks_total": store.n_chunks, "chunks": len(todo), "candidates": 0, "fits": 0,
@@ -157,11 +163,14 @@ def run_fits(client: Client, store: CampaignStore, problem: FitProblem, progress
     if not todo:
         store.checkpoint()  # the ledger knew more than the snapshot: a run killed before saving it
         log.info("fit stage: all %d chunks are already done", store.n_chunks)
-        return {**summary, "seconds": time.perf_counter() - t0, "fits_per_second": 0.0}
+        return {**summary, "seconds": time.perf_counter() - t0, "catalogue_seconds": 0.0, "fits_per_second": 0.0}
+    if client is None:
+        raise ValueError("run_fits needs a Dask client while chunks remain to be fitted")
     total = int(store.chunk_rows()[todo].sum())
     log.info("fit stage: %d of %d chunks to do (%d candidates)", len(todo), store.n_chunks, total)
 
     first = duplicate_map(client, problem.catalogue, store.n_perm, todo[-1] + 1)
+    summary["catalogue_seconds"] = time.perf_counter() - t0
     problem_future = client.scatter(problem, broadcast=True)
     run = uuid.uuid4().hex[:8]
     attempts = dict.fromkeys(todo, 0)

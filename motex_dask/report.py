@@ -188,6 +188,38 @@ def _write_motif_xyz(path: Path, model: StartingModel, keep: np.ndarray, info: d
     return path
 
 
+def write_candidates(out: Path, model: StartingModel, data: PDFData | None, contributions: Contributions,
+                     train_result: TrainResult, store_path: str, engine: Engine | None,
+                     files: dict[str, Path]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The motif (permuted atoms with a negative contribution, plus ligands) and the store's
+    lowest-R_wp candidates, refined together: best_candidates.csv rows, XYZ files, model curves."""
+    best_index = train_result.best_candidates["index"]
+    stored = _read_rows(CampaignStore.open_readonly(store_path), best_index)
+    masks = np.vstack([(contributions.contribution < 0)[None, :], stored["mask"]])
+    refit = refine_motifs(model, masks, engine,
+                          {k: np.concatenate([[np.nan], stored[k]]) for k in ("rwp", "scale", "zoom", "uiso")})
+    names = ["motif"] + [f"best_candidate_{k + 1:02d}" for k in range(len(best_index))]
+    rows, curves = [], {}
+    for k, name in enumerate(names):
+        ok = refit["status"][k] == Status.OK
+        info = {"name": name, "candidate": int(best_index[k - 1]) if k else -1,
+                "rwp_store": float(stored["rwp"][k - 1]) if k else None,
+                **{q: float(refit[q][k]) if ok else None for q in ("rwp", "scale", "zoom", "uiso")},
+                "status": Status(int(refit["status"][k])).name, "refined": engine is not None,
+                "n_atoms": int(refit["keep"][k].sum()), "n_permuted_kept": int(masks[k].sum()),
+                "kept_permuted": " ".join(map(str, model.permuted[masks[k]]))}
+        rows.append(info)
+        if refit["keep"][k].any():
+            files[name] = _write_motif_xyz(out / f"{name}.xyz", model, refit["keep"][k],
+                                           {q: v for q, v in info.items() if q != "kept_permuted"})
+        if engine is not None and data is not None and ok:
+            curves[name] = engine.model_pdf(refit["keep"][k], refit["scale"][k], refit["zoom"][k], refit["uiso"][k])
+    candidates = pd.DataFrame(rows)
+    files["best_candidates"] = out / "best_candidates.csv"
+    candidates.to_csv(files["best_candidates"], index=False, float_format="%.8g")
+    return candidates, curves
+
+
 # ----------------------------------------------------------------------------------------- plots
 
 def _savefig(fig: plt.Figure, path: Path) -> Path:
@@ -209,13 +241,13 @@ def plot_beeswarm(path: Path, contributions: Contributions, names: list[str], ma
     return _savefig(fig, path)
 
 
-def plot_rwp_vs_size(path: Path, trained: TrainResult, best: pd.DataFrame, motif: dict[str, Any] | None) -> Path:
+def plot_rwp_vs_size(path: Path, trained: TrainResult, best: pd.DataFrame, motif: dict[str, Any]) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     s = trained.store_sample
     ax.scatter(s["motif_size"], s["rwp"], s=4, alpha=0.3, color="0.4", lw=0,
                label=f"{len(s['rwp'])} sampled candidates")
     ax.scatter(best["n_atoms"], best["rwp_store"], s=30, color="tab:orange", label="lowest R_wp")
-    if motif is not None and motif["rwp"] is not None:
+    if motif["rwp"] is not None and np.isfinite(motif["rwp"]):
         ax.scatter([motif["n_atoms"]], [motif["rwp"]], s=120, marker="*", color="tab:blue", zorder=3,
                    label="motif (contributions < 0)")
     ax.set_xlabel("motif size (atoms)")
@@ -325,9 +357,8 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
                   engine: Engine | None = None) -> dict[str, Path]:
     """Write every step-4 file into output_dir; returns {name: path}.
 
-    The motif (permuted atoms with a negative contribution, plus their ligands) and the
-    lowest-R_wp candidates of the store are refined again with `engine`, or with one made from
-    `data` and `campaign.fit`; with neither, they keep their stored values.
+    The motif and the store's lowest-R_wp candidates are refined again with `engine`, or with one
+    made from `data` and `campaign.fit`; with neither, they keep their stored values.
     """
     t0 = time.perf_counter()
     out = Path(output_dir)
@@ -354,34 +385,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
     files["model"] = out / "xgboost_model.ubj"
     train_result.booster.save_model(files["model"])
 
-    # Motif from the contributions, then the store's best candidates: refined together.
-    store = CampaignStore.open_readonly(store_path)
-    best_index = train_result.best_candidates["index"]
-    stored = _read_rows(store, best_index) if len(best_index) else None
-    motif_mask = (contributions.contribution < 0)[None, :]
-    masks = np.vstack([motif_mask, stored["mask"]]) if stored else motif_mask
-    stored_vals = {k: np.concatenate([[np.nan], stored[k]]) if stored else np.array([np.nan])
-                   for k in ("rwp", "scale", "zoom", "uiso")}
-    refit = refine_motifs(model, masks, engine, stored_vals)
-    names = ["motif"] + [f"best_candidate_{k + 1:02d}" for k in range(len(best_index))]
-    rows, curves = [], {}
-    for k, name in enumerate(names):
-        ok = refit["status"][k] == Status.OK
-        info = {"name": name, "candidate": int(best_index[k - 1]) if k else -1,
-                "rwp_store": float(stored["rwp"][k - 1]) if k else None,
-                **{q: float(refit[q][k]) if ok else None for q in ("rwp", "scale", "zoom", "uiso")},
-                "status": Status(int(refit["status"][k])).name, "refined": engine is not None,
-                "n_atoms": int(refit["keep"][k].sum()), "n_permuted_kept": int(masks[k].sum()),
-                "kept_permuted": " ".join(map(str, model.permuted[masks[k]]))}
-        rows.append(info)
-        if refit["keep"][k].any():
-            files[name] = _write_motif_xyz(out / f"{name}.xyz", model, refit["keep"][k],
-                                           {q: v for q, v in info.items() if q != "kept_permuted"})
-        if engine is not None and data is not None and ok:
-            curves[name] = engine.model_pdf(refit["keep"][k], refit["scale"][k], refit["zoom"][k], refit["uiso"][k])
-    candidates = pd.DataFrame(rows)
-    files["best_candidates"] = out / "best_candidates.csv"
-    candidates.to_csv(files["best_candidates"], index=False, float_format="%.8g")
+    candidates, curves = write_candidates(out, model, data, contributions, train_result, store_path, engine, files)
     if curves:
         files["fits"] = out / "fits.csv"
         pd.DataFrame({"r": data.r, "gobs": data.g, **{f"gcalc_{k}": v for k, v in curves.items()}}).to_csv(
@@ -391,9 +395,8 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
 
     names_display = [f"{s}{i}" for s, i in zip(contributions.symbols, contributions.atom_index)] + ["motif size"]
     files["beeswarm_png"] = plot_beeswarm(out / "shap_beeswarm.png", contributions, names_display)
-    motif_row = rows[0]
-    files["rwp_vs_size_png"] = plot_rwp_vs_size(out / "rwp_vs_size.png", train_result, candidates.iloc[1:],
-                                                motif_row)
+    rows = candidates.to_dict("records")
+    files["rwp_vs_size_png"] = plot_rwp_vs_size(out / "rwp_vs_size.png", train_result, candidates.iloc[1:], rows[0])
     files["predicted_vs_true_png"] = plot_predicted_vs_true(out / "predicted_vs_true.png", train_result)
     files["learning_curve_png"] = plot_learning_curve(out / "learning_curve.png", train_result)
     files["structure_png"] = plot_structure(out / "structure_contributions.png", model, values)
@@ -410,7 +413,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         "shap_check": contributions.shap_check,
         "base_value": contributions.base_value,
         "size_effect": contributions.size_effect,
-        "motif": {**motif_row, "atoms": model.permuted[motif_mask[0]].tolist()},
+        "motif": rows[0],
         "best_candidates": rows[1:],
         "top_atoms": top[["index", "element", "contribution", "uncertainty", "rank", "confidence"]].to_dict("records"),
         "undefined_atoms": contributions.undefined,

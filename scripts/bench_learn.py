@@ -149,6 +149,19 @@ def _worker_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _start_sampler(dask_worker) -> None:
+    """Per worker: a PeakRSS sampler, read and restarted at each phase boundary."""
+    dask_worker.motex_peak = PeakRSS().__enter__()
+
+
+def _phase_peak_mib(dask_worker) -> float:
+    """Peak RSS since the last call (MiB); starts the next phase."""
+    sampler = dask_worker.motex_peak
+    sampler.__exit__()
+    dask_worker.motex_peak = PeakRSS().__enter__()
+    return round(max(sampler.peak, psutil.Process().memory_info().rss) / 2**20, 1)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="candidates in the store")
@@ -183,14 +196,18 @@ def main(argv: list[str] | None = None) -> dict:
         with LocalCluster(n_workers=args.workers, threads_per_worker=args.threads, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client, PeakRSS() as client_peak:
             base_rss = psutil.Process().memory_info().rss
+            client.run(_start_sampler)
+            phase_peaks = {"start": client.run(_phase_peak_mib)}
             t0 = time.perf_counter()
             features = load_features(path)
             t_load = time.perf_counter() - t0
             trained = train(client, features, settings, search_space={"max_depth": (2, args.max_depth)})
+            phase_peaks["load+train"] = client.run(_phase_peak_mib)
             t1 = time.perf_counter()
             contrib = explain(client, features, trained, settings, max_rows=args.explain_rows or None)
             t_explain = time.perf_counter() - t1
             total = time.perf_counter() - t0
+            phase_peaks["explain"] = client.run(_phase_peak_mib)
             worker_peaks = client.run(_worker_peak_mib)
     top = set(np.argsort(contrib.rank)[: args.planted].tolist())
     figures = {
@@ -206,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_explained": contrib.n_explained, "shap_check_max_abs_diff": contrib.shap_check["max_abs_diff"],
         "planted_in_top_ranks": len(top & set(camp.planted.tolist())) / args.planted,
         "worker_peak_rss_mib": {w: round(v, 1) for w, v in worker_peaks.items()},
+        "worker_phase_peak_rss_mib": {w: {ph: peaks[w] for ph, peaks in phase_peaks.items()} for w in worker_peaks},
         "client_peak_rss_mib": round(client_peak.peak / 2**20, 1),
         "client_rss_growth_mib": round((client_peak.peak - base_rss) / 2**20, 1),
     }

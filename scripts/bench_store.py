@@ -104,7 +104,8 @@ def bench(args: argparse.Namespace, root: Path) -> dict:
         assert todo == []
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
         t0 = time.perf_counter()
         with CampaignStore.open_for_run(url, campaign, model, data) as store:
             summary = run_fits(client, store, FitProblem(model, data, campaign.fit, campaign.catalogue,

@@ -11,15 +11,16 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dask
+import numpy as np
 import pytest
 import yaml
+import zarr
 from distributed import Client
 
-from campaign_fixtures import assert_same_store, write_campaign
+from campaign_fixtures import assert_same_store, store_arrays, write_campaign
 from motex_dask.campaign import run_campaign
 from motex_dask.cluster import (ClusterProfile, load_profile, open_client, submit_batch_script,
                                 write_batch_script)
@@ -40,7 +41,7 @@ def _why_no_slurm() -> str | None:
         return "no SLURM client (sinfo): run scripts/slurm_local.sh install && scripts/slurm_local.sh up"
     env = {**os.environ, **({"SLURM_CONF": _slurm_conf()} if _slurm_conf() else {})}
     try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=20)
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
         return "sinfo timed out: is slurmctld up? (scripts/slurm_local.sh status)"
     if proc.returncode != 0 or not proc.stdout.strip():
@@ -144,7 +145,6 @@ def test_pbs_cluster_through_torque_qsub_wrapper(tmp_path: Path) -> None:
     assert {p.suffix for p in tmp_path.glob("*.sh.o*")} >= {f".o{j}" for j in ids.values()}
 
 
-
 # -- whole campaigns --------------------------------------------------------------------------------
 
 SIZE, CHUNK = 2400, 100
@@ -230,7 +230,7 @@ def test_campaign_on_two_slurm_jobs_equals_local_run(tmp_path: Path, reference: 
 @pytest.mark.timeout(300)
 def test_campaign_through_pbs_qsub_equals_local_run(tmp_path: Path, reference: str) -> None:
     profile = recorded_profile(tmp_path, "pbs-local", fit={"minimum-jobs": 2, "maximum-jobs": 2})
-    store, summary = run_on(tmp_path, profile)
+    store, _ = run_on(tmp_path, profile)
     assert sorted(fit_tasks_by_job(tmp_path)) == list(range(SIZE // CHUNK))
     assert CampaignStore.open_readonly(store).incomplete_chunks() == []
     assert_same_store(store, reference)
@@ -238,20 +238,33 @@ def test_campaign_through_pbs_qsub_equals_local_run(tmp_path: Path, reference: s
 
 @pytest.mark.timeout(300)
 def test_walltime_expiry_mid_campaign_loses_no_fit(tmp_path: Path, reference: str) -> None:
-    """One-minute jobs whose workers retire after 6-10 s: mid-campaign the adaptive cluster replaces
-    them, and the store still ends complete and equal to the local run (no KilledWorker)."""
+    """One-minute jobs whose workers retire after 6-10 s, on a campaign that needs longer than that:
+    the adaptive cluster replaces them again and again, and the store still ends complete, its
+    first rows equal to the local run (no KilledWorker, no lost fit)."""
+    lifetime, stagger = 8, 2
     profile = recorded_profile(tmp_path, "slurm-local", jobqueue={"walltime": "00:01:00"},
-                               fit={"lifetime": "8s", "lifetime-stagger": "2s", "minimum-jobs": 2, "maximum-jobs": 2})
+                               fit={"lifetime": f"{lifetime}s", "lifetime-stagger": f"{stagger}s",
+                                    "minimum-jobs": 2, "maximum-jobs": 2})
+    # Enough chunks for two workers to need 1.2 times the longest lifetime, at this machine's speed
+    # (measured on the reference run), so that retirements land mid-campaign however fast it is.
+    chunk_seconds = float(np.median(zarr.open_group(reference, mode="r")["chunk_seconds"][:]))
+    n_chunks = int(np.clip(1.2 * (lifetime + stagger) * 2 / chunk_seconds, SIZE // CHUNK, 40 * SIZE // CHUNK))
+    # Chunks are generated from (seed, chunk): the first SIZE rows are the reference's.
+    campaign = write_campaign(tmp_path / "campaign", size=n_chunks * CHUNK, chunk_size=CHUNK)
     # SpecCluster waits lost-worker-timeout (15 s) before it replaces a worker that left; shorten
-    # the wait so that replacements join this short campaign.
+    # the wait so that this test does not idle.
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
-        store, summary = run_on(tmp_path, profile)
+        run_campaign(campaign, cluster=str(profile.source), fits_only=True, progress=False)
+    store = load_campaign(campaign).store_path
     by_job = fit_tasks_by_job(tmp_path)
-    assert sorted(by_job) == list(range(SIZE // CHUNK))
+    assert sorted(by_job) == list(range(n_chunks))
     # More jobs than the two at a time ran fits: workers left mid-campaign and were replaced.
     assert len(set().union(*by_job.values())) > 2
     assert CampaignStore.open_readonly(store).incomplete_chunks() == []
-    assert_same_store(store, reference)
+    ours, theirs = store_arrays(store), store_arrays(reference)
+    assert not (ours["status"] == 0).any()  # no row left PENDING
+    for name, values in theirs.items():
+        assert np.array_equal(ours[name][: len(values)], values, equal_nan=values.dtype.kind == "f"), name
     # They left by retiring, before SLURM's time limit.
     logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
     assert "Reason: worker-lifetime-reached" in logs

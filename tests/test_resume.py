@@ -18,7 +18,7 @@ from motex_dask.config import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.store import LOCK_KEY, CampaignStore, status_report
 
-SIZE, CHUNK = 3000, 100          # 30 chunks: more than five killed runs get through
+SIZE, CHUNK = 3600, 100          # 36 chunks: more than five killed runs get through
 KILLS = 5
 PROFILE = """kind: local
 local:
@@ -76,7 +76,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
             deadline = time.monotonic() + 90
             while chunks_done(url) <= before and run.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.4))
         assert run.poll() is None, f"run {kill} ended before it was killed (seed {seed}):\n{log.read_text()}"
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()

@@ -70,6 +70,9 @@ def test_layout_is_readable_with_zarr_and_xarray(finished):
         assert group[name].metadata.chunk_grid.chunk_shape[0] == (1 if name == "chunk_done" else 150)
         assert group[name].metadata.codecs[0].__class__.__name__ != "ShardingCodec"
 
+    for name in ("duplicate_of", "rwp", "chunk_done", "chunk_seconds", "chunk_end"):  # one file per task
+        assert sorted(p.name for p in (Path(url) / name / "c").iterdir()) == [str(c) for c in range(7)], name
+
     ds = xr.open_zarr(url, consolidated=False)
     assert ds.sizes == {"candidate": 1000, "atom": model.n_perm, "chunk": 7}
     assert ds["mask"].dims == ("candidate", "atom") and ds["chunk_done"].dims == ("chunk",)
@@ -380,9 +383,23 @@ def test_failed_fits_are_recorded_and_bad_chunks_refused(tmp_path):
         assert store.incomplete_chunks() == [0, 1, 2]
         store.write_chunk(2, arrays, 1.0)
         assert store.incomplete_chunks() == [0, 1]
+        # write_empty_chunks is on: a chunk equal to the fill value (no duplicate: all -1) is a file too
+        assert (Path(url) / "duplicate_of" / "c" / "2").is_file()
+        masks = chunk_masks(campaign.catalogue, model.n_perm, 0)
+        full = np.full(100, 0.5)
+        first = {"mask": masks, "n_atoms": model.motif_size(masks), "rwp": full, "scale": full, "zoom": full,
+                 "uiso": full, "status": np.full(100, Status.OK, np.int8), "duplicate_of": np.full(100, -1)}
+        time.sleep(0.2)
+        store.write_chunk(0, first, 2.0)
+        running = status_report(url)
+        assert running["running"]["pid"] == os.getpid()
+        assert 0 < running["rate_rows_per_s"] < 100 / 0.2  # chunk 0 landed >= 0.2 s after chunk 2
+        assert running["eta_s"] == pytest.approx(100 / running["rate_rows_per_s"])
+        assert running["seconds_per_row"] == pytest.approx(3.0 / 150)
+        assert "ETA" in format_status(running)
     report = status_report(url)
     assert report["by_status"]["nonfinite"] == 1 and report["by_status"]["optimizer"] == 2
-    assert report["failed"] == 3 and report["fits_done"] == 50 and report["chunks_done"] == 1
+    assert report["failed"] == 3 and report["fits_done"] == 150 and report["chunks_done"] == 2
     text = format_status(report)
     assert "nonfinite 1" in text and "optimizer 2" in text and "resume" in text
 

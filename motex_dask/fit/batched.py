@@ -43,7 +43,7 @@ STEP_TIMES_FREQ = 0.85
 # over [0.001, 0.05] and is always < 2 % of the exactly applied exp(-u Q²); 4 nodes: < 3e-9 in R_wp
 N_U_NODES = 4
 BATCH = 128
-FTOL = 1e-12  # relative cost decrease that ends a candidate's refinement
+FTOL = 1e-10  # relative cost decrease (predicted or achieved) that ends a refinement
 MAX_ITER = 60
 # first trust radius for (zoom, uiso) steps, doubled after each successful step: the
 # refinement then ends in the minimum of the start's basin (as srfit's trf does) instead
@@ -328,6 +328,15 @@ def _refine(tables, nx, idx, prefs, q, kmin, rt_fac, gq, g2, x0, hx, bary, offse
             act1 = free[1] and not ((u <= lo[1] and g1 > 0) or (u >= hi[1] and g1 < 0))
             if not (act0 or act1):
                 break
+            # converged when the Gauss-Newton model predicts a negligible decrease
+            if act0 and act1:
+                pred = (g0 * g0 * h11 - 2.0 * g0 * g1 * h01 + g1 * g1 * h00) / (h00 * h11 - h01 * h01)
+            elif act0:
+                pred = g0 * g0 / h00
+            else:
+                pred = g1 * g1 / h11
+            if pred >= 0.0 and pred <= ftol * cost:
+                break
             accepted = False
             zn = z
             un = u
@@ -429,7 +438,7 @@ class BatchedEngine:
         use = (self.pairs.d <= dmax) & (self.pairs.d > SQRT_EPS)  # srreal skips coincident atoms
         self._pkind, self._pd = self.pairs.kind[use], self.pairs.d[use]
         n_atoms = self.pairs.species.size
-        self._pair_index = np.full((n_atoms, n_atoms), -1, dtype=np.int64)
+        self._pair_index = np.full((n_atoms, n_atoms), -1, dtype=np.int32)
         self._pair_index[self.pairs.i[use], self.pairs.j[use]] = np.arange(self._pd.size)
         dmax = min(dmax, float(self._pd.max())) if self._pd.size else 1.0
         # x = zoom*Q spans up to hi_zoom*qmax; the d grid must resolve sin(x d) there, and
