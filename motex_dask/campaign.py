@@ -111,11 +111,12 @@ def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any]) -> 
         contributions = explain.explain(client, features, trained, campaign.learn)
         timings["explain_seconds"] = time.perf_counter() - t0
         peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(client)}
+    summary = {**summary, **timings, "peak_worker_mb": peaks}
     t0 = time.perf_counter()
     outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,
-                                   trained, store_url)
-    timings["report_seconds"] = time.perf_counter() - t0
-    summary = {**summary, **timings, "peak_worker_mb": peaks, "outputs": {k: str(v) for k, v in outputs.items()}}
+                                   trained, store_url, run=summary)
+    summary = {**summary, "report_seconds": time.perf_counter() - t0,
+               "outputs": {k: str(v) for k, v in outputs.items()}}
     log.info("outputs in %s", campaign.output)
     log.debug("%s", json.dumps(summary, default=str))
     return summary

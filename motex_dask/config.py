@@ -129,6 +129,8 @@ class LearnSettings:
     max_rounds: int = 2000
     bootstrap: int = 100
     best_candidates: int = 5
+    tune_rows: int = 50000
+    explain_rows: int = 100000
 
     def __post_init__(self) -> None:
         _require(0 < self.test_fraction < 0.5, "test_fraction", f"must lie in (0, 0.5) (got {self.test_fraction})")
@@ -143,6 +145,8 @@ class LearnSettings:
         _require(self.max_rounds >= 1, "max_rounds", f"must be >= 1 (got {self.max_rounds})")
         _require(self.bootstrap >= 0, "bootstrap", f"must be >= 0 (got {self.bootstrap})")
         _require(self.best_candidates >= 0, "best_candidates", f"must be >= 0 (got {self.best_candidates})")
+        _require(self.tune_rows >= 100, "tune_rows", f"must be >= 100 (got {self.tune_rows})")
+        _require(self.explain_rows >= 0, "explain_rows", f"must be >= 0, 0 for all (got {self.explain_rows})")
 
 
 @dataclass(frozen=True)
@@ -408,6 +412,8 @@ FIELD_HELP: dict[str, str] = {
     "learn.max_rounds": "most boosting rounds (trees); also the search's upper bound",
     "learn.bootstrap": "Bayesian-bootstrap replicates for each atom's uncertainty (below 2: a standard error)",
     "learn.best_candidates": "number of lowest-R_wp candidate motifs listed in the outputs",
+    "learn.tune_rows": "training rows (a fixed hash-sample) the hyper-parameter search cross-validates on",
+    "learn.explain_rows": "fitted candidates (a fixed hash-sample) explained with SHAP; 0: all of them",
 }
 
 #: Permuted atoms up to which `motex init` proposes the exhaustive catalogue (2**14 - 1 fits).

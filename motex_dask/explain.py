@@ -27,6 +27,7 @@ import shap
 import xgboost as xgb
 from distributed import Client
 from scipy.special import ndtr
+from threadpoolctl import threadpool_limits
 
 from .config import LearnSettings
 from .errors import InputError
@@ -35,10 +36,6 @@ from .learn import (STREAM_BOOTSTRAP, STREAM_EXPLAIN, STREAM_SHAP_SAMPLE, Featur
 
 log = logging.getLogger("motex_dask")
 
-#: At most this many OK candidates are explained (a hash-sample when there are more): tree SHAP
-#: costs O(trees·leaves·depth²) per row, and the contributions' bootstrap error reports what the
-#: sample size buys. None explains every OK candidate.
-EXPLAIN_ROWS: int | None = 100_000
 #: Rows of SHAP values brought back for the beeswarm plot; the first SHAP_CHECK_ROWS of them are
 #: recomputed with the shap package's own tree algorithm.
 SHAP_SAMPLE_ROWS = 2_000
@@ -105,7 +102,8 @@ def _shap_block(X: np.ndarray, y: np.ndarray, index: np.ndarray, ok: np.ndarray,
     out: dict[str, Any] = {
         "n": len(X), "kept_n": x.sum(0), "kept_sum": ax.sum(0), "all_sum": a.sum(0),
         "kept_sq": (ax * a).sum(0), "all_sq": (a * a).sum(0),
-        "abs_sum": np.abs(phi[:, :-1].astype(np.float64)).sum(0), "bias_sum": float(phi[:, -1].astype(np.float64).sum()),
+        "abs_sum": np.abs(phi[:, :-1].astype(np.float64)).sum(0),
+        "bias_sum": float(phi[:, -1].astype(np.float64).sum()),
         "size_moments": np.array([fs.sum(), (fs * fs).sum(), s.sum(), (s * s).sum(), (s * fs).sum()]),
         "size_count": np.bincount(size_bin, minlength=n_sizes).astype(np.float64),
         "size_shap": np.bincount(size_bin, weights=fs, minlength=n_sizes),
@@ -113,7 +111,8 @@ def _shap_block(X: np.ndarray, y: np.ndarray, index: np.ndarray, ok: np.ndarray,
     if n_boot:
         keys = index[:, None].astype(np.uint64) * np.uint64(n_boot) + np.arange(n_boot, dtype=np.uint64)
         w = -np.log(hash_uniform(keys, seed, STREAM_BOOTSTRAP))  # (rows, B) Exp(1) weights
-        out.update(boot_n=w.sum(0), boot_kept_n=w.T @ x, boot_kept_sum=w.T @ ax, boot_all_sum=w.T @ a)
+        with threadpool_limits(limits=1, user_api="blas"):  # one core per task, like xgboost here
+            out.update(boot_n=w.sum(0), boot_kept_n=w.T @ x, boot_kept_sum=w.T @ ax, boot_all_sum=w.T @ a)
     pick = hash_uniform(index, seed, STREAM_SHAP_SAMPLE) < p_sample
     out.update(sample_index=index[pick], sample_x=X[pick], sample_shap=phi[pick])
     return out
@@ -162,12 +161,17 @@ def _size_effect(r: dict[str, Any], n_perm: int) -> dict[str, Any]:
 
 
 def explain(client: Client, features: Features, train_result: TrainResult, settings: LearnSettings,
-            max_rows: int | None = EXPLAIN_ROWS) -> Contributions:
-    """Atom contribution values with bootstrap uncertainty, rank and confidence, over the OK candidates
-    (a hash-sample of `max_rows` of them when there are more; None: all)."""
+            max_rows: int | None = None) -> Contributions:
+    """Atom contribution values with bootstrap uncertainty, rank and confidence, over the OK candidates.
+
+    At most `max_rows` (default `settings.explain_rows`; 0: all) are explained, a hash-sample when
+    there are more: tree SHAP costs O(trees·leaves·depth²) per row, and the bootstrap error reports
+    what the sample size buys.
+    """
+    max_rows = settings.explain_rows if max_rows is None else max_rows
     t0 = time.perf_counter()
     n_perm, booster = features.n_perm, train_result.booster
-    p_explain = 1.0 if max_rows is None else min(1.0, max_rows / max(features.n_ok, 1))
+    p_explain = 1.0 if max_rows == 0 else min(1.0, max_rows / max(features.n_ok, 1))
     p_sample = SHAP_SAMPLE_ROWS / max(features.n_ok * p_explain, 1.0)
     n_boot = settings.bootstrap if settings.bootstrap >= 2 else 0
     booster_f = scatter_booster(client, booster)

@@ -6,7 +6,8 @@ task can therefore run twice (a retry, a worker that died after writing) without
 result. Tasks get explicit keys, unique per run, chunk and attempt (``motex-fit-<run>-<c>-<n>``):
 Dask reschedules a task whose worker died (up to distributed.scheduler.allowed-failures), retries
 one that raised (TASK_RETRIES), and the client resubmits, under a new key, a chunk whose task was
-lost anyway (KilledWorker, cancelled), re-scattering the FitProblem if its copies were lost too.
+lost anyway (KilledWorker, cancelled). The FitProblem travels as a task, not as scattered data,
+so the scheduler can recompute it when every worker holding it has left (adaptive clusters).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,10 @@ def _engine(problem: FitProblem) -> Engine:
                                  problem.data.g, problem.fit)
             _engines[problem.fingerprint] = engine
         return engine
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def chunk_keys(c: int, cat: CatalogueSettings, n_perm: int) -> np.ndarray:
@@ -171,8 +177,9 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
 
     first = duplicate_map(client, problem.catalogue, store.n_perm, todo[-1] + 1)
     summary["catalogue_seconds"] = time.perf_counter() - t0
-    problem_future = client.scatter(problem, broadcast=True)
     run = uuid.uuid4().hex[:8]
+    # A task, not scattered data: if every worker holding it leaves, the scheduler recomputes it.
+    problem_future = client.submit(_identity, problem, key=f"motex-problem-{run}")
     attempts = dict.fromkeys(todo, 0)
 
     def submit(c: int) -> Future:
@@ -194,8 +201,11 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
             if store.lock_lost:
                 raise InputError(f"{store.url}: another run took over this store's lock; stopping this one")
             c, _ = futures.pop(future.key)
-            if future.status == "finished":
-                stats = future.result()
+            try:
+                stats = future.result() if future.status == "finished" else None
+            except CancelledError:  # finished, then its result was lost with its worker
+                stats = None
+            if stats is not None:
                 store.note_done(c)
                 if time.monotonic() - saved > SNAPSHOT_SECONDS:
                     store.checkpoint()
@@ -215,8 +225,6 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
                 summary["resubmitted"] += 1
                 log.warning("chunk %d: %s; resubmitting it (attempt %d)", c,
                             error or f"task {future.status}", attempts[c] + 1)
-                if problem_future.status != "finished":
-                    problem_future = client.scatter(problem, broadcast=True)
                 f = submit(c)
                 futures[f.key] = (c, f)
                 pending.add(f)

@@ -8,7 +8,7 @@ roles of the rows it already had.
 
 The data stay in the cluster: training goes through `xgboost.dask`; every other pass over the store
 is a per-block function whose small results are combined in a tree of tasks (`tree_reduce`). Only
-bounded samples (a cross-validation set of at most `TUNE_ROWS` rows, plot samples) leave the blocks.
+bounded samples (a cross-validation set of at most `LearnSettings.tune_rows` rows, plot samples) leave the blocks.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import dask
@@ -38,8 +38,6 @@ log = logging.getLogger("motex_dask")
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLITS = ("train", "validation", "test")
-#: Rows of the training split used for the cross-validated hyper-parameter search (hash-sampled).
-TUNE_ROWS = 50_000
 #: Test rows kept for the predicted-vs-true plot, OK rows kept for the R_wp-vs-size plot.
 TEST_SAMPLE_ROWS = 5_000
 STORE_SAMPLE_ROWS = 20_000
@@ -250,7 +248,7 @@ def _cv_trial(params: dict[str, Any], n_rounds: int, X: np.ndarray, y: np.ndarra
 
 def _tune_sample(client: Client, features: Features, settings: LearnSettings, n_train: int) -> list:
     """Futures of (X, y, fold) of a hash-sample of training rows, built and kept on a worker."""
-    p = min(1.0, TUNE_ROWS / max(n_train, 1))
+    p = min(1.0, settings.tune_rows / max(n_train, 1))
 
     def select(index: np.ndarray, ok: np.ndarray) -> np.ndarray:
         return ok & (split_codes(index, settings) == TRAIN) & (hash_uniform(index, settings.seed, STREAM_TUNE) < p)

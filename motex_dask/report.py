@@ -354,7 +354,7 @@ def _write_json(path: Path, obj: Any) -> Path:
 
 def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | None, campaign: Campaign | None,
                   contributions: Contributions, train_result: TrainResult, store_path: str, *,
-                  engine: Engine | None = None) -> dict[str, Path]:
+                  engine: Engine | None = None, run: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write every step-4 file into output_dir; returns {name: path}.
 
     The motif and the store's lowest-R_wp candidates are refined again with `engine`, or with one
@@ -422,6 +422,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         "seconds": {"train": train_result.seconds, "explain": contributions.seconds,
                     "report": time.perf_counter() - t0},
         "files": {k: p.name for k, p in files.items()},
+        "run": run or {},  # this run's fit stage, store and worker-memory figures (from campaign.py)
     }
     files["summary"] = out / "summary.json"
     summary["files"]["summary"] = "summary.json"

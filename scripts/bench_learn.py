@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
             trained = train(client, features, settings, search_space={"max_depth": (2, args.max_depth)})
             phase_peaks["load+train"] = client.run(_phase_peak_mib)
             t1 = time.perf_counter()
-            contrib = explain(client, features, trained, settings, max_rows=args.explain_rows or None)
+            contrib = explain(client, features, trained, settings, max_rows=args.explain_rows)
             t_explain = time.perf_counter() - t1
             total = time.perf_counter() - t0
             phase_peaks["explain"] = client.run(_phase_peak_mib)
@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         "store_write_seconds": round(t_store, 2), "load_seconds": round(t_load, 2),
         "train_seconds": {k: round(v, 2) for k, v in trained.seconds.items()},
         "explain_seconds": round(t_explain, 2), "total_seconds": round(total, 2),
-        "shap_core_us_per_row": round(contrib.seconds["shap"] * args.workers * args.threads / contrib.n_explained * 1e6, 1),
+        "shap_core_us_per_row": round(contrib.seconds["shap"] * args.workers * args.threads
+                                      / contrib.n_explained * 1e6, 1),
         "n_trees": trained.n_trees, "max_depth_searched": args.max_depth, "best_params": trained.best_params,
         "test_r2": trained.metrics["test"]["r2"], "test_rmse": trained.metrics["test"]["rmse"],
         "n_explained": contrib.n_explained, "shap_check_max_abs_diff": contrib.shap_check["max_abs_diff"],
