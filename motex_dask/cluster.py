@@ -20,8 +20,10 @@ import difflib
 import logging
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +40,11 @@ from distributed import Client, LocalCluster
 from .errors import InputError
 
 log = logging.getLogger("motex_dask")
+
+# Importing dask_jobqueue (its runner module) turns Ctrl-C into a silent sys.exit(); restore the
+# default so an interrupted campaign reports itself and exits non-zero (the store stays resumable).
+if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 dask.config.update_defaults(yaml.safe_load(Path(__file__).with_name("cluster.yaml").read_text()))
 
