@@ -104,7 +104,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .config import load_campaign
 
         campaign = load_campaign(args.campaign)
-        print(job_script(load_profile(args.cluster or campaign.cluster, base_dir=campaign.path.parent)))
+        profile = load_profile(args.cluster or campaign.cluster, base_dir=campaign.path.parent)
+        if profile.kind == "local":
+            print(job_script(profile))
+            return 0
+        for stage in ("fit", "learn"):  # the two stages submit differently sized worker jobs
+            print(f"# --- {stage} stage worker job ---\n{job_script(profile, stage)}")
         return 0
     from .campaign import run_campaign
 

@@ -384,7 +384,7 @@ FIELD_HELP: dict[str, str] = {
     "output": "folder for the outputs (CSV, XYZ, PNG, summary.json)",
     "threshold": "Å: an atom of another element stays while a kept permuted atom is this close",
     "store": "Zarr store of the fit results: a folder or an fsspec URL (default <output>/store.zarr)",
-    "cluster": "where the work runs: local, or a cluster profile name/file (see docs/cluster.md)",
+    "cluster": "where the work runs: local, or a cluster profile name/file (see README, Cluster use)",
     "catalogue.size": "number of candidate motifs to fit (duplicates are fitted once); raise it later to extend",
     "catalogue.chunk_size": "candidates per fit task: the unit of progress, resume and parallelism",
     "catalogue.seed": "random seed: the same seed gives the same catalogue everywhere",

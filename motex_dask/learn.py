@@ -103,10 +103,15 @@ def task_threads() -> int:
 
 
 def scatter_booster(client: Client, booster: xgb.Booster) -> Any:
-    """A copy of the booster on every worker, set to one thread: block tasks run side by side."""
+    """The booster, set to one thread (block tasks run side by side), as cluster data.
+
+    Not broadcast: Client.scatter(broadcast=True) replicates through Client.replicate, which hung
+    here (two workers spinning in a transfer); block tasks fetch the one copy as an ordinary
+    dependency instead.
+    """
     one = booster.copy()
     one.set_param({"nthread": 1})
-    return client.scatter(one, broadcast=True)
+    return client.scatter(one)
 
 
 def tree_reduce(parts: list, combine: Callable[[list], Any], split_every: int = 8) -> Any:

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from motex_dask.config import FitSettings
+from motex_dask.catalogue import chunk_masks
+from motex_dask.config import CatalogueSettings, FitSettings
 from motex_dask.fit import make_engine
 from motex_dask.pdf import pdf_from_atoms
 
@@ -74,10 +75,8 @@ def synthetic_data(symbols, positions, fit: FitSettings, seed: int) -> tuple[np.
 
 
 def motex_masks(n_atoms: int, n: int, seed: int) -> np.ndarray:
-    """ML-MotEx masks: k uniform in 1..n_atoms, then k distinct atoms kept."""
-    rng = np.random.default_rng(seed)
-    k = rng.integers(1, n_atoms + 1, n)
-    return rng.random((n, n_atoms)).argsort(axis=1) < k[:, None]
+    """ML-MotEx masks (the catalogue's uniform-size strategy): k uniform in 1..n_atoms, then k atoms kept."""
+    return chunk_masks(CatalogueSettings(size=n, chunk_size=n, seed=seed), n_atoms, 0)
 
 
 def timed_fit(engine, masks: np.ndarray):

@@ -156,3 +156,15 @@ def test_local_cluster_runs_tasks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="stage must be one of"):
         with open_client(local, "explain"):
             pass
+
+
+def test_dry_run_prints_both_stage_job_scripts(capsys):
+    """`motex run --dry-run` shows what would be submitted, and submits nothing."""
+    from motex_dask.cli import main
+
+    campaign = Path(__file__).resolve().parents[1] / "workflows" / "c60.yaml"
+    assert main(["run", str(campaign), "--cluster", "slurm", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    fit, learn = out.split("# --- learn stage worker job ---")
+    assert "#SBATCH" in fit and "--lifetime" in fit  # fit workers retire before walltime
+    assert "#SBATCH" in learn and "--lifetime" not in learn  # learn workers must stay put

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench_engine import motex_masks, synthetic_data  # scripts/ is on sys.path (tests/conftest.py)
+
 from motex_dask.config import FitSettings, ParamSpec
 from motex_dask.fit import Status, make_engine
-from motex_dask.pdf import pdf_from_atoms
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "srreal"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"srreal fixtures not found at {FIXTURES}")
@@ -22,21 +23,6 @@ SRFIT = dataclasses.replace(SETTINGS, engine="srfit")
 def _structure(name: str):
     data = np.load(FIXTURES / "fits" / f"{name}.npz", allow_pickle=False)
     return data["symbols"], data["xyz"]
-
-
-def _synthetic(symbols, xyz, fit: FitSettings, seed: int):
-    """0.7 × our G of the full model at zoom 1.006, Uiso 0.006, plus 0.5 % noise."""
-    r, g = pdf_from_atoms(symbols, xyz, qmin=fit.qmin, qmax=fit.qmax, qdamp=fit.qdamp, qbroad=fit.qbroad,
-                          rmin=fit.rmin, rmax=fit.rmax, rstep=0.01, uiso=0.006, zoom=1.006,
-                          radiation=fit.radiation)
-    g = 0.7 * g
-    return r, g + np.random.default_rng(seed).normal(0.0, 0.005 * np.abs(g).max(), g.size)
-
-
-def _motex_masks(n_atoms: int, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    k = rng.integers(1, n_atoms + 1, n)
-    return rng.random((n, n_atoms)).argsort(axis=1) < k[:, None]
 
 
 def _rwp(engine, keep_row, res, row) -> float:
@@ -66,8 +52,8 @@ def test_batched_matches_srreal_refinements() -> None:
 def test_engines_agree_on_200_masks() -> None:
     """batched and srfit give the same R_wp (1e-4) on 200 ML-MotEx masks of C60."""
     symbols, xyz = _structure("a_C60")
-    r, g = _synthetic(symbols, xyz, SETTINGS, seed=5)
-    keep = _motex_masks(len(symbols), 200, seed=6)
+    r, g = synthetic_data(symbols, xyz, SETTINGS, seed=5)
+    keep = motex_masks(len(symbols), 200, seed=6)
     res_b = make_engine(symbols, xyz, r, g, SETTINGS).fit(keep)
     res_s = make_engine(symbols, xyz, r, g, SRFIT).fit(keep)
     np.testing.assert_array_equal(res_b.status, res_s.status)
@@ -82,8 +68,8 @@ def test_two_element_neutron_and_fixed_zoom_agree() -> None:
     """W–O with neutron weights and a fixed zoom: same optimum in both engines."""
     fit = dataclasses.replace(SETTINGS, radiation="neutron", zoom=ParamSpec(False, 1.004, 0.97, 1.03))
     symbols, xyz = _structure("c_W19O60_ReO3")
-    r, g = _synthetic(symbols, xyz, fit, seed=7)
-    keep = _motex_masks(len(symbols), 6, seed=8)
+    r, g = synthetic_data(symbols, xyz, fit, seed=7)
+    keep = motex_masks(len(symbols), 6, seed=8)
     batched = make_engine(symbols, xyz, r, g, fit)
     res_b = batched.fit(keep)
     res_s = make_engine(symbols, xyz, r, g, dataclasses.replace(fit, engine="srfit")).fit(keep)
@@ -98,7 +84,7 @@ def test_uiso_bounds_hold() -> None:
     """A target far wider than the Uiso bound ends on the bound, in both engines."""
     fit = dataclasses.replace(SETTINGS, uiso=ParamSpec(True, 0.004, 0.002, 0.005))
     symbols, xyz = _structure("a_C60")
-    r, g = _synthetic(symbols, xyz, SETTINGS, seed=9)  # made with Uiso 0.006 > 0.005
+    r, g = synthetic_data(symbols, xyz, SETTINGS, seed=9)  # made with Uiso 0.006 > 0.005
     keep = np.ones((1, len(symbols)), bool)
     res_b = make_engine(symbols, xyz, r, g, fit).fit(keep)
     res_s = make_engine(symbols, xyz, r, g, dataclasses.replace(fit, engine="srfit")).fit(keep)
@@ -109,7 +95,7 @@ def test_uiso_bounds_hold() -> None:
 def test_empty_candidates() -> None:
     """No atom pair: status EMPTY, rwp 1, scale 0, zoom and uiso NaN, in both engines."""
     symbols, xyz = _structure("a_C60")
-    r, g = _synthetic(symbols, xyz, SETTINGS, seed=10)
+    r, g = synthetic_data(symbols, xyz, SETTINGS, seed=10)
     keep = np.zeros((3, len(symbols)), bool)
     keep[1, 5] = True
     keep[2, :10] = True
@@ -124,7 +110,7 @@ def test_empty_candidates() -> None:
 
 def test_bad_inputs_are_rejected() -> None:
     symbols, xyz = _structure("a_C60")
-    r, g = _synthetic(symbols, xyz, SETTINGS, seed=11)
+    r, g = synthetic_data(symbols, xyz, SETTINGS, seed=11)
     bad = g.copy()
     bad[10] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
@@ -144,6 +130,6 @@ def test_srreal_calculator_needs_srreal() -> None:
     else:
         pytest.skip("diffpy.srreal is installed here")
     symbols, xyz = _structure("a_C60")
-    r, g = _synthetic(symbols, xyz, SETTINGS, seed=12)
+    r, g = synthetic_data(symbols, xyz, SETTINGS, seed=12)
     with pytest.raises(ImportError, match="diffpy.srreal"):
         make_engine(symbols, xyz, r, g, dataclasses.replace(SRFIT, calculator="srreal"))

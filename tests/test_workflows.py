@@ -1,0 +1,36 @@
+"""The example campaigns load and pass every input check; the C60 demo inputs are reproducible."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from motex_dask.campaign import prepare
+from motex_dask.config import load_campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_example_campaigns_are_valid(path):
+    inputs = prepare(load_campaign(path))
+    assert inputs.model.n_perm > 0
+    assert inputs.data.r[0] >= inputs.campaign.fit.rmin - 1e-9 and inputs.data.r[-1] < inputs.campaign.fit.rmax
+
+
+def test_c60_demo_model_is_a_buckyball_plus_neighbour_fragments():
+    inputs = prepare(load_campaign(ROOT / "workflows" / "c60.yaml"))
+    assert inputs.model.n_atoms == 130 and set(inputs.model.symbols) == {"C"}
+    centre = inputs.model.positions[:60]
+    radii = ((centre - centre.mean(axis=0)) ** 2).sum(axis=1) ** 0.5
+    assert radii.max() - radii.min() < 0.01  # atoms 0-59: one whole C60 at the origin
+    assert (((inputs.model.positions[60:]) ** 2).sum(axis=1) ** 0.5).min() > 6.5  # the rest: neighbours
+
+
+def test_c60_demo_inputs_are_rebuilt_bit_identically(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_c60_demo.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    for name in ("c60_model.xyz", "c60_ideal.gr"):
+        assert (tmp_path / name).read_bytes() == (ROOT / "workflows" / "data" / name).read_bytes(), name
