@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from .config import LearnSettings
 from .errors import InputError
 from .learn import (STREAM_BOOTSTRAP, STREAM_EXPLAIN, STREAM_SHAP_SAMPLE, Features, TrainResult,
-                    hash_uniform, scatter_booster, tree_reduce)
+                    hash_uniform, booster_task, tree_reduce)
 
 log = logging.getLogger("motex_dask")
 
@@ -174,7 +174,7 @@ def explain(client: Client, features: Features, train_result: TrainResult, setti
     p_explain = 1.0 if max_rows == 0 else min(1.0, max_rows / max(features.n_ok, 1))
     p_sample = SHAP_SAMPLE_ROWS / max(features.n_ok * p_explain, 1.0)
     n_boot = settings.bootstrap if settings.bootstrap >= 2 else 0
-    booster_f = scatter_booster(client, booster)
+    booster_f = booster_task(booster)
     parts = [dask.delayed(_shap_block, pure=True)(*blocks, booster=booster_f, seed=settings.seed, n_boot=n_boot,
                                                   n_sizes=features.size_range[1] + 1, p_explain=p_explain,
                                                   p_sample=p_sample)

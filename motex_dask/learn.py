@@ -102,16 +102,20 @@ def task_threads() -> int:
     return max(1, worker.state.nthreads)
 
 
-def scatter_booster(client: Client, booster: xgb.Booster) -> Any:
-    """The booster, set to one thread (block tasks run side by side), as cluster data.
+def _load_booster(raw: bytearray) -> xgb.Booster:
+    booster = xgb.Booster(model_file=raw)
+    booster.set_param({"nthread": 1})  # block tasks run side by side
+    return booster
 
-    Not broadcast: Client.scatter(broadcast=True) replicates through Client.replicate, which hung
-    here (two workers spinning in a transfer); block tasks fetch the one copy as an ordinary
-    dependency instead.
+
+def booster_task(booster: xgb.Booster) -> Any:
+    """The booster as one graph task that every block task depends on.
+
+    A task rather than scattered data: Dask recomputes it if its worker's copy is lost, and no
+    Client.replicate (broadcast scatter) is involved, which hung here with two workers spinning
+    in a transfer.
     """
-    one = booster.copy()
-    one.set_param({"nthread": 1})
-    return client.scatter(one)
+    return dask.delayed(_load_booster, pure=True)(booster.save_raw("ubj"))
 
 
 def tree_reduce(parts: list, combine: Callable[[list], Any], split_every: int = 8) -> Any:
@@ -342,7 +346,7 @@ def _metrics(sums: np.ndarray) -> dict[str, dict[str, float]]:
 def evaluate(client: Client, features: Features, booster: xgb.Booster, settings: LearnSettings,
              counts: dict[str, int], k_best: int) -> tuple[dict, dict, dict, dict]:
     """One distributed pass: metrics per split, plot samples, lowest-R_wp candidates."""
-    booster_f = scatter_booster(client, booster)
+    booster_f = booster_task(booster)
     p_test = min(1.0, TEST_SAMPLE_ROWS / max(counts["test"], 1))
     p_store = min(1.0, STORE_SAMPLE_ROWS / max(features.n_ok, 1))
     parts = [dask.delayed(_predict_block, pure=True)(*blocks, booster=booster_f, settings=settings, p_test=p_test,
