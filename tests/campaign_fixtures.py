@@ -12,6 +12,7 @@ from typing import Any
 import ase.build
 import ase.io
 import numpy as np
+import pytest
 import yaml
 
 from motex_dask.campaign import prepare
@@ -95,3 +96,11 @@ def local_client(n_workers: int = 2):
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                            dashboard_address="127.0.0.1:0")
     return Client(cluster)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A two-worker LocalCluster shared by one test module (import this fixture by name)."""
+    with local_client() as c:
+        yield c
+        c.cluster.close()

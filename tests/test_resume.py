@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from campaign_fixtures import assert_same_store, local_client, run_fit_stage, write_campaign
+from campaign_fixtures import assert_same_store, client, run_fit_stage, write_campaign  # noqa: F401 (fixture)
 from motex_dask.config import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.store import LOCK_KEY, CampaignStore, status_report
@@ -26,13 +26,6 @@ local:
   threads-per-worker: 1
   dashboard-address: "127.0.0.1:0"
 """
-
-
-@pytest.fixture(scope="module")
-def client():
-    with local_client() as c:
-        yield c
-        c.cluster.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import pytest
 import xarray as xr
 import zarr
 
-from campaign_fixtures import assert_same_store, local_client, run_fit_stage, store_arrays, write_campaign
+from campaign_fixtures import (assert_same_store, client, run_fit_stage, store_arrays,  # noqa: F401 (fixture)
+                               write_campaign)
 from motex_dask import store as store_mod
 from motex_dask.campaign import prepare
 from motex_dask.catalogue import chunk_masks
@@ -25,13 +26,6 @@ from motex_dask.config import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.fit import Status
 from motex_dask.store import LOCK_KEY, SNAPSHOT, CampaignStore, format_status, status_report
-
-
-@pytest.fixture(scope="module")
-def client():
-    with local_client() as c:
-        yield c
-        c.cluster.close()
 
 
 @pytest.fixture(scope="module")
