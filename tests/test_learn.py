@@ -27,7 +27,7 @@ def test_features_follow_the_store(planted_store):
     rows = store_rows(planted_store.path)
     ok = rows["status"] == Status.OK
     assert f.n_total == 3000 and f.n_perm == 40 and f.X.shape == (3000, 41)
-    assert f.X.chunks[0] == (500,) * 6 and f.X.dtype == np.float32  # the store's chunks, untouched
+    assert f.X.chunks[0] == (500,) * 6 and f.X.dtype == np.uint8  # the store's chunks, small integers
     assert f.n_ok == ok.sum() and f.status_counts["PENDING"] == 500
     assert f.status_counts["NONFINITE"] == 2500 - ok.sum()
     assert f.size_range == (rows["n_atoms"][ok].min(), rows["n_atoms"][ok].max())
