@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,8 +65,6 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -94,7 +93,7 @@ def explain_store(store_url: str, output_dir: str | Path | None = None, cluster:
 
 
 def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    from . import explain, learn, report
+    from . import explain, learn, report  # xgboost/shap/matplotlib: only loaded when learning runs
 
     campaign = inputs.campaign
     store_url = campaign.store_path

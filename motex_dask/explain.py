@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from .config import LearnSettings
 from .errors import InputError
 from .learn import (STREAM_BOOTSTRAP, STREAM_EXPLAIN, STREAM_SHAP_SAMPLE, Features, TrainResult,
-                    hash_uniform, booster_task, tree_reduce)
+                    booster_task, hash_uniform, tree_reduce)
 
 log = logging.getLogger("motex_dask")
 
