@@ -2,7 +2,7 @@
 
 Models: (a) a ≈130-atom C60-crystal fragment (workflows/data/c60_model.xyz, or built here with
 ase: one C60 at the origin plus the nearest atoms of its 12 fcc neighbours, a = 14.16 Å) and
-(b) the two-element Ga2O3 cut /work/shared/data/ga2o3/GO_1x2x2.xyz (80 atoms). Data: our
+(b) the two-element Ga2O3 cut workflows/data/ga2o3_GO_1x2x2.xyz (80 atoms). Data: our
 calculator's PDF of the full model (zoom 1.006, Uiso 0.006, scale 0.7) plus 0.5 % noise on
 r = 1.6-10 Å; ML-MotEx settings (qmin 0.7, qmax 20, qdamp 0.05, qbroad 0.01). Masks are drawn
 the ML-MotEx way: k uniform in 1..N, then k distinct atoms.
@@ -33,7 +33,7 @@ from motex_dask.pdf import pdf_from_atoms
 
 REPO = Path(__file__).resolve().parents[1]
 C60_FILE = REPO / "workflows" / "data" / "c60_model.xyz"
-GO_FILE = REPO.parent / "shared" / "data" / "ga2o3" / "GO_1x2x2.xyz"
+GO_FILE = REPO / "workflows" / "data" / "ga2o3_GO_1x2x2.xyz"
 FCC_A = 14.16
 FRAGMENT_ATOMS = 130
 

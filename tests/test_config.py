@@ -18,7 +18,7 @@ from motex_dask.config import (FIELD_HELP, Campaign, ParamSpec, load_campaign, p
                                write_campaign_template)
 from motex_dask.errors import InputError
 
-GA2O3 = Path("/work/shared/data/ga2o3")
+GA2O3 = Path(__file__).resolve().parent / "data" / "ga2o3"
 README = Path(__file__).resolve().parents[1] / "README.md"
 BASE = f"""structure: {GA2O3}/GO_1x2x2.xyz
 data: {GA2O3}/amorphousFit_Gobs.dat

@@ -10,7 +10,7 @@ import pytest
 from motex_dask.data import read_header, read_pdf
 from motex_dask.errors import InputError
 
-GA2O3 = Path("/work/shared/data/ga2o3")
+GA2O3 = Path(__file__).resolve().parent / "data" / "ga2o3"
 R = np.round(np.arange(0.0, 20.0 + 1e-9, 0.01), 2)
 G = np.sin(3 * R) * np.exp(-R / 10)
 

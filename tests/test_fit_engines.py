@@ -14,8 +14,7 @@ from bench_engine import motex_masks, synthetic_data  # scripts/ is on sys.path 
 from motex_dask.config import FitSettings, ParamSpec
 from motex_dask.fit import Status, make_engine
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "srreal"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"srreal fixtures not found at {FIXTURES}")
+FIXTURES = Path(__file__).resolve().parent / "data" / "srreal"
 SETTINGS = FitSettings()
 SRFIT = dataclasses.replace(SETTINGS, engine="srfit")
 

@@ -16,8 +16,7 @@ import pytest
 from motex_dask.pdf import Instrument, PairTable, pdf_from_atoms, scattering_factors, structure_function, write_gr
 from motex_dask.pdf.calculator import fft_length, transform_matrix
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "srreal"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"srreal fixtures not found at {FIXTURES}")
+FIXTURES = Path(__file__).resolve().parent / "data" / "srreal"
 
 
 def _manifest() -> dict:
@@ -25,8 +24,6 @@ def _manifest() -> dict:
 
 
 def _debye_cases() -> list[dict]:
-    if not FIXTURES.is_dir():
-        return []
     return [c for c in _manifest()["calculator_cases"] if c["calculator"] == "DebyePDFCalculator"]
 
 

@@ -12,7 +12,7 @@ import pytest
 from motex_dask.errors import InputError
 from motex_dask.structure import build_model, load_model, read_structure
 
-GA2O3 = Path("/work/shared/data/ga2o3")
+GA2O3 = Path(__file__).resolve().parent / "data" / "ga2o3"
 
 
 def test_the_real_ga2o3_models_read_fine():

@@ -1,6 +1,6 @@
 """Debye PDF of a discrete structure, emulating diffpy.srreal's DebyePDFCalculator.
 
-Conventions (libdiffpy 1.4, see ../shared/fixtures/srreal/README.md section 5), all with
+Conventions (libdiffpy 1.4, see tests/data/srreal/README.md section 5), all with
 "fresh calculator" semantics, i.e. the Q grid follows the structure's own max Uiso:
 
 * r grid ``k*rstep`` for ``rminSteps <= k < ceil(rmax/rstep)``;
