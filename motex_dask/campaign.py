@@ -16,7 +16,8 @@ from typing import Any
 
 from .catalogue import check_catalogue
 from .cluster import load_profile, open_client
-from .config import Campaign, load_campaign, parse_campaign
+from .campaign_file import load_campaign, parse_campaign
+from .settings import Campaign
 from .data import PDFData, read_pdf
 from .errors import InputError
 from .graph import FitProblem, run_fits

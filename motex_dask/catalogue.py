@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .config import EXHAUSTIVE_MAX_ATOMS, CatalogueSettings
+from .settings import EXHAUSTIVE_MAX_ATOMS, CatalogueSettings
 from .errors import InputError
 
 

@@ -77,7 +77,7 @@ def _write_targets(args: argparse.Namespace) -> str:
     if getattr(args, "output", None):
         return str(args.output)
     if getattr(args, "campaign", None):
-        from .config import load_campaign
+        from .campaign_file import load_campaign
 
         try:
             campaign = load_campaign(args.campaign)
@@ -101,7 +101,7 @@ def _os_error_line(err: OSError, args: argparse.Namespace) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from .cluster import job_script, load_profile
-        from .config import load_campaign
+        from .campaign_file import load_campaign
 
         campaign = load_campaign(args.campaign)
         profile = load_profile(args.cluster or campaign.cluster, base_dir=campaign.path.parent)
@@ -177,7 +177,7 @@ def _check_pdf_settings(s: dict) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .cluster import load_profile, submit_batch_script, write_batch_script
-    from .config import load_campaign
+    from .campaign_file import load_campaign
 
     campaign = load_campaign(args.campaign)
     profile = load_profile(args.cluster, base_dir=campaign.path.parent)
@@ -190,7 +190,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .config import write_campaign_template
+    from .init_template import write_campaign_template
 
     print(write_campaign_template(args.structure, args.data, args.permute, Path(args.output)))
     return 0

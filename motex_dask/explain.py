@@ -29,7 +29,7 @@ from distributed import Client
 from scipy.special import ndtr
 from threadpoolctl import threadpool_limits
 
-from .config import LearnSettings
+from .settings import LearnSettings
 from .errors import InputError
 from .learn import (STREAM_BOOTSTRAP, STREAM_EXPLAIN, STREAM_SHAP_SAMPLE, Features, TrainResult,
                     booster_task, hash_uniform, tree_reduce)

@@ -27,7 +27,7 @@ from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
 from .catalogue import chunk_masks, first_occurrence, mask_keys
-from .config import CatalogueSettings, FitSettings
+from .settings import CatalogueSettings, FitSettings
 from .data import PDFData
 from .errors import InputError
 from .fit import Engine, Status, make_engine

@@ -29,7 +29,7 @@ import xgboost as xgb
 from distributed import Client, get_worker
 from xgboost import dask as dxgb
 
-from .config import LearnSettings
+from .settings import LearnSettings
 from .errors import InputError
 from .fit.result import Status
 from .store import CampaignStore

@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 from ase.data import atomic_numbers, covalent_radii  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from .config import Campaign  # noqa: E402
+from .settings import Campaign  # noqa: E402
 from .data import PDFData  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .explain import Contributions  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from motex_dask.catalogue import chunk_masks
-from motex_dask.config import CatalogueSettings, FitSettings
+from motex_dask.settings import CatalogueSettings, FitSettings
 from motex_dask.fit import make_engine
 from motex_dask.pdf import pdf_from_atoms
 

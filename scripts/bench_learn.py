@@ -28,7 +28,7 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from motex_dask.config import LearnSettings  # noqa: E402
+from motex_dask.settings import LearnSettings  # noqa: E402
 from motex_dask.fit.result import Status  # noqa: E402
 from motex_dask.structure import StartingModel  # noqa: E402
 

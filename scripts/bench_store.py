@@ -28,7 +28,7 @@ import numpy as np
 
 from motex_dask.campaign import prepare
 from motex_dask.catalogue import chunk_masks
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 from motex_dask.fit import Status
 from motex_dask.graph import FitProblem, run_fits
 from motex_dask.pdf import pdf_from_atoms, write_gr

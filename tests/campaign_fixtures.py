@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from motex_dask.campaign import prepare
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 from motex_dask.graph import FitProblem, run_fits
 from motex_dask.pdf import pdf_from_atoms, write_gr
 from motex_dask.store import ARRAY_NAMES, TIMING_ARRAYS, CampaignStore

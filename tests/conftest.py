@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from bench_learn import PlantedCampaign, write_planted_store  # noqa: E402
 
-from motex_dask.config import LearnSettings  # noqa: E402
+from motex_dask.settings import LearnSettings  # noqa: E402
 
 #: Small but real: a 4-trial search with 3-fold CV and a 100-replicate bootstrap.
 PLANTED_SETTINGS = replace(LearnSettings(), n_trials=4, max_rounds=300, early_stopping_rounds=15, bootstrap=100)

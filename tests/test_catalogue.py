@@ -5,7 +5,7 @@ import pytest
 
 from motex_dask.catalogue import (catalogue_size, check_catalogue, chunk_bounds, chunk_masks, first_occurrence,
                                   mask_keys, n_chunks)
-from motex_dask.config import CatalogueSettings
+from motex_dask.settings import CatalogueSettings
 from motex_dask.errors import InputError
 
 

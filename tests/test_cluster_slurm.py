@@ -24,7 +24,7 @@ from campaign_fixtures import assert_same_store, store_arrays, write_campaign
 from motex_dask.campaign import run_campaign
 from motex_dask.cluster import (ClusterProfile, load_profile, open_client, submit_batch_script,
                                 write_batch_script)
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 from motex_dask.store import CampaignStore
 
 REPO = Path(__file__).resolve().parents[1]

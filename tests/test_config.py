@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from motex_dask.config import (FIELD_HELP, Campaign, ParamSpec, load_campaign, parse_campaign,
-                               write_campaign_template)
+from motex_dask.campaign_file import load_campaign, parse_campaign
+from motex_dask.init_template import FIELD_HELP, write_campaign_template
+from motex_dask.settings import Campaign, ParamSpec
 from motex_dask.errors import InputError
 
 GA2O3 = Path(__file__).resolve().parent / "data" / "ga2o3"

@@ -11,7 +11,7 @@ import pytest
 
 from bench_engine import motex_masks, synthetic_data  # scripts/ is on sys.path (tests/conftest.py)
 
-from motex_dask.config import FitSettings, ParamSpec
+from motex_dask.settings import FitSettings, ParamSpec
 from motex_dask.fit import Status, make_engine
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "srreal"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from motex_dask.config import FitSettings
+from motex_dask.settings import FitSettings
 from motex_dask.data import PDFData
 from motex_dask.fit import make_engine
 from motex_dask.pdf import pdf_from_atoms

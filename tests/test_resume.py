@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from campaign_fixtures import assert_same_store, client, run_fit_stage, write_campaign  # noqa: F401 (fixture)
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.store import LOCK_KEY, CampaignStore, status_report
 

@@ -19,10 +19,11 @@ import zarr
 
 from campaign_fixtures import (assert_same_store, client, run_fit_stage, store_arrays,  # noqa: F401 (fixture)
                                write_campaign)
-from motex_dask import store as store_mod
+from motex_dask.store import layout
+from motex_dask.store import lock as run_lock
 from motex_dask.campaign import prepare
 from motex_dask.catalogue import chunk_masks
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.fit import Status
 from motex_dask.store import LOCK_KEY, SNAPSHOT, CampaignStore, format_status, status_report
@@ -56,7 +57,7 @@ def test_layout_is_readable_with_zarr_and_xarray(finished):
     attrs = group.attrs["motex_dask"]
     assert attrs["size"] == 1000 and attrs["chunk_size"] == 150 and attrs["n_chunks"] == 7
     assert set(attrs["fingerprint_parts"]) == {"model", "data", "settings", "version"}
-    assert attrs["fingerprint"] == store_mod._combine(store_mod.fingerprint_parts(campaign, model, data))
+    assert attrs["fingerprint"] == layout.combine(layout.fingerprint_parts(campaign, model, data))
     assert attrs["settings"] == {**campaign.to_dict(), "campaign_file": str(campaign.path)}
     assert attrs["result_settings"] == campaign.result_settings()
     assert attrs["status_codes"]["DUPLICATE"] == Status.DUPLICATE
@@ -233,9 +234,9 @@ def test_a_store_of_another_campaign_is_refused_naming_what_changed(tmp_path):
     # A store written by another version of motex_dask (its attributes say so).
     group = zarr.open_group(url, mode="r+")
     attrs = group.attrs["motex_dask"]
-    parts = {**attrs["fingerprint_parts"], "version": store_mod._sha256(b"0.0.9")}
+    parts = {**attrs["fingerprint_parts"], "version": layout.sha256(b"0.0.9")}
     group.attrs["motex_dask"] = {**attrs, "version": "0.0.9", "fingerprint_parts": parts,
-                                 "fingerprint": store_mod._combine(parts)}
+                                 "fingerprint": layout.combine(parts)}
     _refused(path, url, "version", "0.0.9")
 
 
@@ -300,7 +301,7 @@ def test_stale_locks_are_taken_over_and_live_ones_respected(tmp_path):
     stale_locks = [
         {"pid": gone.pid},                                                   # same host, process gone
         {"pid": os.getpid(), "pid_start": 1.0},                              # PID reused by a newer process
-        {"host": "elsewhere", "heartbeat": time.time() - 2 * store_mod.STALE_LOCK_SECONDS},
+        {"host": "elsewhere", "heartbeat": time.time() - 2 * run_lock.STALE_LOCK_SECONDS},
     ]
     for info in stale_locks:
         _write_lock(url, **info)
@@ -311,7 +312,7 @@ def test_stale_locks_are_taken_over_and_live_ones_respected(tmp_path):
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        for info in ({"pid": live.pid, "pid_start": store_mod._process_start(live.pid)},
+        for info in ({"pid": live.pid, "pid_start": run_lock.process_start(live.pid)},
                      {"host": "elsewhere", "pid": 4242, "heartbeat": time.time() - 5}):
             _write_lock(url, **info)
             with pytest.raises(InputError, match=f"PID {info['pid']}"):

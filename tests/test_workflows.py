@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from motex_dask.campaign import prepare
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.yaml"))

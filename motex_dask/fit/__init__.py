@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from motex_dask.config import FitSettings
+from motex_dask.settings import FitSettings
 from motex_dask.fit.result import FitResult, Status
 
 

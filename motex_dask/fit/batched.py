@@ -27,7 +27,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from motex_dask.config import FitSettings
+from motex_dask.settings import FitSettings
 from motex_dask.fit.model import fit_window, model_pdf
 from motex_dask.fit.result import FitResult, Status
 from motex_dask.fit.window import MAX_ROUNDS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from motex_dask.config import FitSettings
+from motex_dask.settings import FitSettings
 from motex_dask.pdf.calculator import Instrument, PairTable, structure_function, transform_matrix
 
 

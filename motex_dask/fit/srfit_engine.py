@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy.optimize import least_squares
 
-from motex_dask.config import FitSettings
+from motex_dask.settings import FitSettings
 from motex_dask.fit.model import fit_window, model_pdf
 from motex_dask.fit.result import FitResult, Status
 from motex_dask.fit.window import MAX_ROUNDS, WindowState

@@ -1,0 +1,189 @@
+"""Campaign files: YAML → validated `settings.Campaign`.
+
+`_build` walks the YAML mapping against the dataclass fields, so an unknown or misspelt key, a wrong
+type or an out-of-range value becomes one `InputError` that names the file and the field
+(``fit.qmin``) and says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+from .settings import Campaign, ParamSpec, SettingError, field_key, to_plain
+
+
+def yaml_scalar(value: Any) -> str:
+    """A value as it is written in a campaign file."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    return text if re.fullmatch(r"[\w./+-]+", text) else json.dumps(text)
+
+
+def _type_name(tp: Any) -> str:
+    return {float: "a number", int: "a whole number", bool: "true or false", str: "a string",
+            Path: "a file path"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, where: str, default: Any = None) -> Any:
+    """Check/convert one YAML value to the annotated type (`default`: the field's default value)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, args[0], where, default)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            example = ", ".join(f"{k}: {yaml_scalar(v)}" for k, v in to_plain(default or tp()).items()) \
+                if tp is ParamSpec else ""
+            raise SettingError(where, f"must be a mapping of keys{f' such as {{{example}}}' if example else ''} "
+                                      f"(got {value!r})")
+        # Keys left out keep the field's default (zoom: {start: 1.01} keeps min 0.97, max 1.03).
+        return _build(tp, value, f"{where}.", base=default if dataclasses.is_dataclass(default) else None)
+    if origin is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise SettingError(where, f"must be a list of element symbols such as [W] (got {value!r})")
+        return tuple(items)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, str) and value != "",
+    }[tp]
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # size: 2e4
+    if not ok:
+        raise SettingError(where, f"must be {_type_name(tp)} (got {value!r})")
+    if tp is float and math.isnan(value):
+        raise SettingError(where, "must be a number, not NaN")
+    return Path(value) if tp is Path else (float(value) if tp is float else value)
+
+
+def _unknown_key_hint(cls: type, key: str, prefix: str) -> str:
+    """'; did you mean …?' for a misspelt key, or for a key that belongs in a section."""
+    fields = [field_key(f) for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    close = difflib.get_close_matches(key, fields, n=1)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            inner = [field_key(g) for g in dataclasses.fields(hints[f.name])]
+            close = difflib.get_close_matches(key, inner, n=1)
+            if close:
+                return f"; did you mean '{prefix}{field_key(f)}.{close[0]}'? (it belongs in the {field_key(f)} section)"
+    return f"; known keys: {', '.join(fields)}"
+
+
+def _build(cls: type, mapping: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """Instantiate dataclass `cls` from a YAML mapping (over the values of `base`); unknown keys are errors."""
+    fields = {field_key(f): f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in mapping.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise SettingError(where, f"unknown key{_unknown_key_hint(cls, str(key), prefix)}")
+        f = fields[key]
+        default = getattr(base, f.name) if base is not None else f.default
+        kwargs[f.name] = _convert(value, hints[f.name], where, default)
+    missing = [k for k, f in fields.items() if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SettingError(f"{prefix}{missing[0]}", "is required")
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except SettingError as err:
+        raise SettingError(f"{prefix}{err.field_name}", err.message) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as people write it: ``1e-3`` is a number (YAML 1.1 needs ``1.0e-3``), a repeated key is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+
+
+def load_yaml(text: str, path: Path) -> Any:
+    """Parse campaign YAML text; a syntax error becomes one InputError naming the file and line."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise InputError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
+
+
+def parse_campaign(mapping: Any, path: Path) -> Campaign:
+    """Validate a loaded YAML mapping; `path` names the file in errors and anchors relative paths."""
+    if not isinstance(mapping, dict):
+        raise InputError(f"{path}: a campaign file must be a YAML mapping of keys (see `motex init`)")
+    try:
+        campaign = _build(Campaign, mapping)
+    except SettingError as err:
+        raise InputError(f"{path}: field '{err.field_name}': {err.message}") from None
+    base = path.resolve().parent
+    store = campaign.store
+    if store and "://" not in store:
+        store = str((base / store).resolve())
+    campaign = dataclasses.replace(
+        campaign,
+        structure=(base / campaign.structure).resolve(),
+        data=(base / campaign.data).resolve(),
+        output=(base / campaign.output).resolve(),
+        store=store,
+        path=path.resolve(),
+    )
+    for name in ("structure", "data"):
+        file = getattr(campaign, name)
+        if file.is_dir():
+            raise InputError(f"{path}: field '{name}': {file} is a folder; name the file itself")
+        if not file.is_file():
+            raise InputError(f"{path}: field '{name}': file {file} does not exist")
+    if campaign.output.exists() and not campaign.output.is_dir():
+        raise InputError(f"{path}: field 'output': {campaign.output} is a file; name a folder for the outputs")
+    return campaign
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the campaign file (YAML), e.g. workflows/c60.yaml")
+    if not path.is_file():
+        raise InputError(f"{path}: campaign file not found (write one with `motex init STRUCTURE DATA`)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file; a campaign file is YAML") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the campaign file ({err.strerror})") from None
+    return parse_campaign(load_yaml(text, path), path)

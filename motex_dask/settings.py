@@ -1,0 +1,200 @@
+"""What a campaign *is*: frozen, validated settings dataclasses (no YAML, no I/O).
+
+Each dataclass checks its own values in `__post_init__` and raises `SettingError` naming the field;
+`campaign_file` adds the file name and the section path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ase.data import chemical_symbols
+
+STRATEGIES = ("uniform-size", "bernoulli", "exhaustive")
+ENGINES = ("batched", "srfit")
+CALCULATORS = ("motex", "srreal")
+RADIATIONS = ("xray", "neutron")
+EXHAUSTIVE_MAX_ATOMS = 24
+
+
+class SettingError(Exception):
+    """A bad value in one field; the loader adds the file name and the section path."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+        self.message = message
+
+
+def _require(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise SettingError(field_name, message)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One refinable fit parameter: refined within [lo, hi] from `start`, or fixed at `start`."""
+
+    refine: bool = True
+    start: float = 1.0
+    lo: float = field(default=-float("inf"), metadata={"key": "min"})
+    hi: float = field(default=float("inf"), metadata={"key": "max"})
+
+    def __post_init__(self) -> None:
+        _require(self.lo < self.hi, "min", f"must be below max (got min={self.lo}, max={self.hi})")
+        _require(self.lo <= self.start <= self.hi, "start",
+                 f"must lie within [min, max] = [{self.lo}, {self.hi}] (got {self.start})")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How each candidate is refined against the data (see docs/design.md)."""
+
+    engine: str = "batched"
+    calculator: str = "motex"
+    rmin: float = 1.6
+    rmax: float = 10.0
+    qmin: float = 0.7
+    qmax: float = 20.0
+    qdamp: float = 0.05
+    qbroad: float = 0.01
+    radiation: str = "xray"
+    zoom: ParamSpec = ParamSpec(True, 1.0, 0.97, 1.03)
+    uiso: ParamSpec = ParamSpec(True, 0.005, 0.001, 0.05)
+
+    def __post_init__(self) -> None:
+        _require(self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)} (got {self.engine!r})")
+        _require(self.calculator in CALCULATORS, "calculator",
+                 f"must be one of {', '.join(CALCULATORS)} (got {self.calculator!r})")
+        _require(self.calculator == "motex" or self.engine == "srfit", "calculator",
+                 "the srreal calculator is only available with engine: srfit")
+        _require(self.radiation in RADIATIONS, "radiation",
+                 f"must be one of {', '.join(RADIATIONS)} (got {self.radiation!r})")
+        _require(self.rmin > 0, "rmin", f"must be > 0 Å (got {self.rmin})")
+        _require(self.rmin < self.rmax, "rmin", f"must be below rmax (got rmin={self.rmin}, rmax={self.rmax})")
+        _require(self.qmin >= 0, "qmin", f"must be >= 0 (got {self.qmin})")
+        _require(self.qmin < self.qmax, "qmin", f"must be below qmax (got qmin={self.qmin}, qmax={self.qmax})")
+        _require(self.qdamp >= 0, "qdamp", f"must be >= 0 (got {self.qdamp})")
+        _require(self.qbroad >= 0, "qbroad", f"must be >= 0 (got {self.qbroad})")
+        _require(self.zoom.lo > 0, "zoom.min", f"must be > 0 (got {self.zoom.lo})")
+        _require(self.uiso.lo > 0, "uiso.min", f"must be > 0 Å² (got {self.uiso.lo})")
+
+
+@dataclass(frozen=True)
+class CatalogueSettings:
+    """Which candidate masks are drawn, and how they are split into fit tasks."""
+
+    size: int = 20000
+    chunk_size: int = 2000
+    seed: int = 0
+    strategy: str = "uniform-size"
+    keep_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(self.size > 0, "size", f"must be a positive number of candidates (got {self.size})")
+        _require(self.chunk_size > 0, "chunk_size", f"must be > 0 (got {self.chunk_size})")
+        _require(self.seed >= 0, "seed", f"must be >= 0 (got {self.seed})")
+        _require(self.strategy in STRATEGIES, "strategy",
+                 f"must be one of {', '.join(STRATEGIES)} (got {self.strategy!r})")
+        _require(0 < self.keep_probability < 1, "keep_probability",
+                 f"must lie strictly between 0 and 1 (got {self.keep_probability})")
+
+
+@dataclass(frozen=True)
+class LearnSettings:
+    """Steps 3–4: XGBoost training, hyper-parameter search and SHAP uncertainty."""
+
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    seed: int = 0
+    tune: bool = True
+    n_trials: int = 12
+    cv_folds: int = 3
+    early_stopping_rounds: int = 20
+    max_rounds: int = 2000
+    bootstrap: int = 100
+    best_candidates: int = 5
+    tune_rows: int = 50000
+    explain_rows: int = 100000
+
+    def __post_init__(self) -> None:
+        _require(0 < self.test_fraction < 0.5, "test_fraction", f"must lie in (0, 0.5) (got {self.test_fraction})")
+        _require(0 < self.validation_fraction < 0.5, "validation_fraction",
+                 f"must lie in (0, 0.5) (got {self.validation_fraction})")
+        _require(self.test_fraction + self.validation_fraction < 0.8, "test_fraction",
+                 "test_fraction + validation_fraction must leave at least 20 % for training")
+        _require(self.n_trials >= 1, "n_trials", f"must be >= 1 (got {self.n_trials})")
+        _require(self.cv_folds >= 2, "cv_folds", f"must be >= 2 (got {self.cv_folds})")
+        _require(self.early_stopping_rounds >= 1, "early_stopping_rounds",
+                 f"must be >= 1 (got {self.early_stopping_rounds})")
+        _require(self.max_rounds >= 1, "max_rounds", f"must be >= 1 (got {self.max_rounds})")
+        _require(self.bootstrap >= 0, "bootstrap", f"must be >= 0 (got {self.bootstrap})")
+        _require(self.best_candidates >= 0, "best_candidates", f"must be >= 0 (got {self.best_candidates})")
+        _require(self.tune_rows >= 100, "tune_rows", f"must be >= 100 (got {self.tune_rows})")
+        _require(self.explain_rows >= 0, "explain_rows", f"must be >= 0, 0 for all (got {self.explain_rows})")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A whole campaign file. Relative paths are resolved against the file's folder."""
+
+    structure: Path
+    data: Path
+    permute: tuple[str, ...]
+    output: Path
+    threshold: float = 2.5
+    catalogue: CatalogueSettings = CatalogueSettings()
+    fit: FitSettings = FitSettings()
+    learn: LearnSettings = LearnSettings()
+    store: str = ""
+    cluster: str = "local"
+    path: Path | None = field(default=None, metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        _require(len(self.permute) > 0, "permute", "name at least one element to permute, e.g. [C] or [W]")
+        for element in self.permute:
+            _require(element in chemical_symbols[1:], "permute", f"{element!r} is not an element symbol"
+                     + (f"; did you mean {element.capitalize()!r}?" if element.capitalize() in chemical_symbols
+                        else " (write e.g. [Ga] or [W, Mo])"))
+        _require(len(set(self.permute)) == len(self.permute), "permute",
+                 f"lists an element twice ({list(self.permute)})")
+        _require(self.threshold > 0, "threshold", f"must be a distance > 0 Å (got {self.threshold})")
+
+    @property
+    def store_path(self) -> str:
+        """The store URL; defaults to <output>/store.zarr."""
+        return self.store or str(self.output / "store.zarr")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings (for store attributes and reports)."""
+        out = to_plain(self)
+        out.pop("path", None)
+        out["store"] = self.store_path
+        return out
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change fit results (the catalogue size may grow: extension)."""
+        d = self.to_dict()
+        d["catalogue"].pop("size")
+        for key in ("structure", "data", "output", "store", "cluster", "learn"):
+            d.pop(key)
+        return d
+
+
+def to_plain(obj: Any) -> Any:
+    """Settings as plain JSON/YAML values (dataclasses → dicts, paths → strings)."""
+    if dataclasses.is_dataclass(obj):
+        return {field_key(f): to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def field_key(f: dataclasses.Field) -> str:
+    """The key a field has in a campaign file (`lo` is written `min`)."""
+    return f.metadata.get("key", f.name)

@@ -1,0 +1,12 @@
+"""The campaign store: a Zarr v3 group that holds every fit result, chunk by chunk.
+
+`layout` (array names, fingerprint), `lock` (the run lock), `store` (CampaignStore), `status`
+(what `motex status` reports).
+"""
+
+from .layout import ARRAY_NAMES, LOCK_KEY, REFINED, SNAPSHOT, SNAPSHOT_SECONDS, TIMING_ARRAYS
+from .status import format_status, status_report
+from .store import CampaignStore
+
+__all__ = ["ARRAY_NAMES", "LOCK_KEY", "REFINED", "SNAPSHOT", "SNAPSHOT_SECONDS", "TIMING_ARRAYS", "CampaignStore",
+           "format_status", "status_report"]

@@ -1,0 +1,168 @@
+"""The store's layout: array names, dtypes and fill values, the chunk rules, and the fingerprint.
+
+Layout and crash-safety rules are documented in docs/design.md ("Store layout"). In short: each
+fit task writes only its own chunk-aligned rows (one Zarr chunk per array, no sharding), data first
+and its entry in the ``chunk_done`` ledger last; a missing, torn or unreadable ledger entry means
+"not done".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.storage
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from .. import __version__
+from ..data import PDFData
+from ..fit import Status
+from ..settings import Campaign
+from ..structure import StartingModel
+
+#: Version of the layout below; a store written with a newer layout is refused.
+FORMAT = 1
+#: Group attribute that holds everything motex_dask knows about the store.
+ATTR = "motex_dask"
+#: Store key of the run lock (not a Zarr node: Zarr ignores it).
+LOCK_KEY = "motex.lock"
+
+# Per-candidate arrays: name -> (dtype, fill value). All have dims (candidate[, atom]).
+ROW_ARRAYS: dict[str, tuple[str, Any]] = {
+    "mask": ("bool", False),
+    "n_atoms": ("int32", 0),
+    "rwp": ("float64", float("nan")),
+    "scale": ("float64", float("nan")),
+    "zoom": ("float64", float("nan")),
+    "uiso": ("float64", float("nan")),
+    "status": ("int8", int(Status.PENDING)),
+    "duplicate_of": ("int64", -1),
+}
+#: Refined values: finite for OK rows, NaN for every other row except the EMPTY_VALUES.
+REFINED = ("rwp", "scale", "zoom", "uiso")
+#: A candidate with no atom pair has the model G = 0: R_wp 1 and scale 0 exactly.
+EMPTY_VALUES = {"rwp": 1.0, "scale": 0.0}
+# Per-chunk ledger arrays (one Zarr chunk per fit task, each with a CRC32C checksum).
+CHUNK_ARRAYS: dict[str, tuple[str, Any]] = {
+    "chunk_seconds": ("float64", 0.0),
+    "chunk_end": ("float64", 0.0),
+    "chunk_done": ("int32", 0),
+}
+#: Completed rows per chunk as the running campaign's client last saw them (it notes a chunk only
+#: after its task returned, so this never claims more than `chunk_done`); a few large Zarr chunks,
+#: so that resuming a store reads a handful of files, not one per fit task.
+SNAPSHOT = "chunk_done_snapshot"
+#: Client-side snapshot writes during a run, at most this often (and once at its end).
+SNAPSHOT_SECONDS = 30.0
+#: Every array the store holds (also: `atom_index`, dims (atom,)).
+ARRAY_NAMES = (*ROW_ARRAYS, *CHUNK_ARRAYS, SNAPSHOT, "atom_index")
+#: Arrays that record run times, not results: they differ between two runs of the same campaign.
+TIMING_ARRAYS = ("chunk_seconds", "chunk_end")
+
+
+
+# ------------------------------------------------------------------------------------ raw keys
+
+def open_zarr_store(url: str, read_only: bool) -> zarr.abc.store.Store:
+    """A local directory (plain path or file path) or any fsspec URL (s3://, gs://, memory://, …)."""
+    if "://" in url:
+        # fsspec's local file system makes no parent folders unless asked (chunk keys are nested)
+        options = {"auto_mkdir": True} if url.startswith(("file://", "local://")) else None
+        return zarr.storage.FsspecStore.from_url(url, read_only=read_only, storage_options=options)
+    return zarr.storage.LocalStore(Path(url), read_only=read_only)
+
+
+def get_bytes(store: zarr.abc.store.Store, key: str) -> bytes | None:
+    buf = sync(store.get(key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def put_bytes(store: zarr.abc.store.Store, key: str, value: bytes, exclusive: bool = False) -> None:
+    buf = default_buffer_prototype().buffer.from_bytes(value)
+    sync(store.set_if_not_exists(key, buf) if exclusive else store.set(key, buf))
+
+
+def sha256(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))  # length prefix: no ambiguity between parts
+        h.update(part)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def fingerprint_parts(campaign: Campaign, model: StartingModel, data: PDFData) -> dict[str, str]:
+    """Hashes of everything that changes fit results: starting model, data, settings, version."""
+    positions = np.ascontiguousarray(model.positions, dtype="<f8")
+    arrays = [np.ascontiguousarray(a, dtype="<f8") for a in (data.r, data.g)]
+    dg = b"" if data.dg is None else np.ascontiguousarray(data.dg, dtype="<f8").tobytes()
+    return {
+        "model": sha256(canonical_json([str(s) for s in model.symbols]), positions.tobytes()),
+        "data": sha256(*(a.tobytes() for a in arrays), dg),
+        "settings": sha256(canonical_json(campaign.result_settings())),
+        "version": sha256(__version__.encode()),
+    }
+
+
+def combine(parts: dict[str, str]) -> str:
+    return sha256(canonical_json(parts))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def describe_changes(attrs: dict[str, Any], campaign: Campaign, parts: dict[str, str]) -> list[str]:
+    """Human-readable list of what differs between a store and the campaign about to run."""
+    old = attrs["fingerprint_parts"]
+    changes = []
+    if old.get("model") != parts["model"]:
+        changes.append("the starting model (structure file atoms or positions)")
+    if old.get("data") != parts["data"]:
+        changes.append("the data (r or G values)")
+    if old.get("settings") != parts["settings"]:
+        before, after = _flatten(attrs.get("result_settings", {})), _flatten(campaign.result_settings())
+        diff = [f"{k} ({before.get(k, 'unset')!r} in the store, {after.get(k, 'unset')!r} now)"
+                for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+        changes.append("setting " + ", ".join(diff) if diff else "the result settings")
+    if old.get("version") != parts["version"]:
+        changes.append(f"the motex_dask version ({attrs.get('version')} wrote the store, this is {__version__})")
+    return changes
+
+
+
+def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int) -> None:
+    """Refuse a chunk that breaks the layout's rules (a programming error, not user input)."""
+    missing = set(ROW_ARRAYS) - set(arrays)
+    if missing:
+        raise ValueError(f"chunk {c}: missing arrays {sorted(missing)}")
+    for name, arr in arrays.items():
+        want = (n, n_perm) if name == "mask" else (n,)
+        if np.shape(arr) != want:
+            raise ValueError(f"chunk {c}: {name} has shape {np.shape(arr)}, expected {want}")
+    status = np.asarray(arrays["status"])
+    if np.any(status == Status.PENDING):
+        raise ValueError(f"chunk {c}: {int(np.sum(status == Status.PENDING))} rows still PENDING")
+    ok = status == Status.OK
+    empty = status == Status.EMPTY
+    for name in REFINED:
+        values = np.asarray(arrays[name], dtype=np.float64)
+        expected_nan = ~ok & ~empty if name in EMPTY_VALUES else ~ok
+        if not np.all(np.isfinite(values[ok])) or not np.all(np.isnan(values[expected_nan])):
+            raise ValueError(f"chunk {c}: {name} must be finite on OK rows and NaN on failed rows")
+    for name, value in EMPTY_VALUES.items():
+        if not np.all(np.asarray(arrays[name])[empty] == value):
+            raise ValueError(f"chunk {c}: EMPTY rows must have {name} = {value}")

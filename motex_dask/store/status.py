@@ -1,0 +1,120 @@
+"""What `motex status` reports: chunks and fits done, failures by reason, best R_wp, lock holder, ETA."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..fit import Status
+from .layout import ROW_ARRAYS
+from .lock import RunLock, format_time
+from .store import CampaignStore
+
+
+def status_report(url: str) -> dict[str, Any]:
+    """How far a campaign is: chunks, fits, failures by reason, best R_wp, lock holder, ETA."""
+    store = CampaignStore.open_readonly(url)
+    rows = store.chunk_rows()
+    done = store.done_rows()
+    complete = done == rows
+    row_done = np.zeros(store.size, dtype=bool)
+    for c in np.flatnonzero(done):
+        start = c * store.chunk_size
+        row_done[start:start + done[c]] = True
+    status = _read_rows(store, "status", done)
+    rwp = _read_rows(store, "rwp", done)
+    counts = {s.name.lower(): int(np.sum(status[row_done] == s)) for s in Status if s != Status.PENDING}
+    ok = row_done & (status == Status.OK)
+    best = int(np.argmin(np.where(ok, rwp, np.inf))) if ok.any() else None
+    seconds = store.ledger("chunk_seconds")[: store.n_chunks]
+    ends = store.ledger("chunk_end")[: store.n_chunks]
+    n_done = int(row_done.sum())
+    n_left = store.size - n_done
+    # Work per row: rows of a task (fitted or duplicate) over its run time.
+    timed = (done > 0) & (seconds > 0)
+    row_seconds = float(seconds[timed].sum() / done[timed].sum()) if timed.any() else None
+    holder = store.lock_holder()
+    running = bool(holder) and not RunLock.is_stale(holder)
+    rate = eta = None
+    if running:
+        # Throughput of this run since its first chunk landed (start-up and engine set-up excluded).
+        recent = np.flatnonzero((ends >= holder["started"]) & (done > 0))
+        if recent.size >= 2:
+            first = recent[np.argmin(ends[recent])]
+            elapsed = time.time() - ends[first]
+            rate = float((done[recent].sum() - done[first]) / elapsed) if elapsed > 0 else None
+            eta = n_left / rate if rate else None
+    return {
+        "store": url,
+        "fingerprint": store.fingerprint,
+        "version": store.attrs.get("version"),
+        "size": store.size,
+        "chunk_size": store.chunk_size,
+        "chunks_total": store.n_chunks,
+        "chunks_done": int(complete.sum()),
+        "fits_total": store.size,
+        "fits_done": n_done,
+        "by_status": counts,
+        "failed": int(sum(v for k, v in counts.items() if k not in ("ok", "duplicate"))),
+        "duplicates": counts["duplicate"],
+        "best": None if best is None else {"row": best, "rwp": float(rwp[best])},
+        "running": {"host": holder["host"], "pid": holder["pid"], "started": holder["started"],
+                    "heartbeat_age_s": time.time() - holder["heartbeat"]} if running else None,
+        "rate_rows_per_s": rate,
+        "eta_s": eta,
+        "work_left_s": None if row_seconds is None else n_left * row_seconds,
+        "seconds_per_row": row_seconds,
+    }
+
+
+def _read_rows(store: CampaignStore, name: str, done: np.ndarray) -> np.ndarray:
+    """A per-candidate array; chunks that are not done (maybe being written right now) are skipped."""
+    arr = store.array(name)
+    out = np.full(store.size, ROW_ARRAYS[name][1], dtype=arr.dtype)
+    n = min(store.size, arr.shape[0])  # shorter while an extension is half done
+    try:
+        out[:n] = arr[:n]
+    except Exception:  # a chunk torn or half-written by a running task: read the done ones only
+        for c in np.flatnonzero(done):
+            start, stop = store.bounds(c)
+            out[start:stop] = arr[start:stop]
+    return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def format_status(report: dict[str, Any]) -> str:
+    """The status report as a few lines of text."""
+    r = report
+    pct = 100.0 * r["fits_done"] / r["fits_total"] if r["fits_total"] else 0.0
+    lines = [
+        f"store      {r['store']}",
+        f"chunks     {r['chunks_done']} / {r['chunks_total']} done (chunk size {r['chunk_size']})",
+        f"fits       {r['fits_done']} / {r['fits_total']} candidates ({pct:.1f} %)",
+    ]
+    by = r["by_status"]
+    failures = ", ".join(f"{k} {v}" for k, v in by.items() if k not in ("ok", "duplicate") and v)
+    lines.append(f"results    ok {by['ok']}, duplicates {r['duplicates']}, failed {r['failed']}"
+                 + (f" ({failures})" if failures else ""))
+    if r["best"] is not None:
+        lines.append(f"best R_wp  {r['best']['rwp']:.5f} (candidate {r['best']['row']})")
+    if r["running"]:
+        run = r["running"]
+        lines.append(f"running    on {run['host']}, PID {run['pid']}, since {format_time(run['started'])}")
+        if r["eta_s"] is not None:
+            lines.append(f"rate       {r['rate_rows_per_s']:.1f} candidates/s, ETA {_duration(r['eta_s'])}")
+    elif r["fits_done"] < r["fits_total"]:
+        lines.append("running    no (run `motex run CAMPAIGN` again to resume)")
+    if r["fits_done"] < r["fits_total"] and r["work_left_s"] is not None:
+        lines.append(f"work left  {_duration(r['work_left_s'])} on one worker thread "
+                     f"({1000 * r['seconds_per_row']:.2f} ms per candidate)")
+    if r["fits_done"] == r["fits_total"]:
+        lines.append("complete   every candidate is done")
+    return "\n".join(lines)
