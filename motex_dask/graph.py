@@ -26,7 +26,7 @@ from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
-from .catalogue import chunk_masks, first_occurrence, mask_keys
+from .catalogue import chunk_candidates, chunk_masks, first_occurrence, mask_keys
 from .settings import CatalogueSettings, FitSettings
 from .data import PDFData
 from .errors import InputError
@@ -75,9 +75,9 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def chunk_keys(c: int, cat: CatalogueSettings, n_perm: int) -> np.ndarray:
-    """Exact duplicate keys of chunk c's masks (a Dask task)."""
-    return mask_keys(chunk_masks(cat, n_perm, c))
+def chunk_keys(c: int, cat: CatalogueSettings, positions: np.ndarray) -> np.ndarray:
+    """Exact duplicate keys of chunk c's masks (a Dask task); positions: the permuted atoms'."""
+    return mask_keys(chunk_masks(cat, positions, c))
 
 
 def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.ndarray,
@@ -92,7 +92,8 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.nd
     t0 = time.perf_counter()
     start, stop = store.bounds(c)
     n = stop - start
-    masks = chunk_masks(problem.catalogue, store.n_perm, c)
+    drawn = chunk_candidates(problem.catalogue, problem.model.permuted_positions, c)
+    masks = drawn.masks
     keep = problem.model.keep_atoms(masks)
     out: dict[str, np.ndarray] = {
         "mask": masks,
@@ -117,10 +118,10 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.nd
             "status": np.bincount(out["status"], minlength=len(Status)).tolist(), "seconds": seconds}
 
 
-def duplicate_map(client: Client, cat: CatalogueSettings, n_perm: int, stop_chunk: int) -> np.ndarray:
+def duplicate_map(client: Client, cat: CatalogueSettings, positions: np.ndarray, stop_chunk: int) -> np.ndarray:
     """First occurrence of every row of chunks [0, stop_chunk), from keys computed on the cluster."""
     run = uuid.uuid4().hex[:8]
-    futures = client.map(chunk_keys, range(stop_chunk), cat=cat, n_perm=n_perm,
+    futures = client.map(chunk_keys, range(stop_chunk), cat=cat, positions=positions,
                          key=[f"motex-keys-{run}-{c}" for c in range(stop_chunk)])
     keys = client.gather(futures)
     del futures
@@ -175,7 +176,7 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
     total = int(store.chunk_rows()[todo].sum())
     log.info("fit stage: %d of %d chunks to do (%d candidates)", len(todo), store.n_chunks, total)
 
-    first = duplicate_map(client, problem.catalogue, store.n_perm, todo[-1] + 1)
+    first = duplicate_map(client, problem.catalogue, problem.model.permuted_positions, todo[-1] + 1)
     summary["catalogue_seconds"] = time.perf_counter() - t0
     run = uuid.uuid4().hex[:8]
     # A task, not scattered data: if every worker holding it leaves, the scheduler recomputes it.

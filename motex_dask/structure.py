@@ -89,6 +89,11 @@ class StartingModel:
     def n_perm(self) -> int:
         return len(self.permuted)
 
+    @property
+    def permuted_positions(self) -> np.ndarray:
+        """(n_perm, 3) coordinates of the permuted atoms (what shape-cut catalogues cut)."""
+        return self.positions[self.permuted]
+
     def keep_atoms(self, masks: np.ndarray) -> np.ndarray:
         """(n, n_perm) masks over permuted atoms → (n, n_atoms) masks over all atoms.
 

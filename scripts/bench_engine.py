@@ -76,7 +76,7 @@ def synthetic_data(symbols, positions, fit: FitSettings, seed: int) -> tuple[np.
 
 def motex_masks(n_atoms: int, n: int, seed: int) -> np.ndarray:
     """ML-MotEx masks (the catalogue's uniform-size strategy): k uniform in 1..n_atoms, then k atoms kept."""
-    return chunk_masks(CatalogueSettings(size=n, chunk_size=n, seed=seed), n_atoms, 0)
+    return chunk_masks(CatalogueSettings(size=n, chunk_size=n, seed=seed), np.zeros((n_atoms, 3)), 0)  # blind to positions
 
 
 def timed_fit(engine, masks: np.ndarray):

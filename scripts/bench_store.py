@@ -51,7 +51,7 @@ def write_campaign(folder: Path, size: int, chunk_size: int, store: Path) -> Pat
 
 def payload(campaign, model, c: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Chunk c's arrays as a fit task would write them: ~90 % OK, some duplicates and failures."""
-    masks = chunk_masks(campaign.catalogue, model.n_perm, c)
+    masks = chunk_masks(campaign.catalogue, model.permuted_positions, c)
     n = len(masks)
     status = rng.choice([Status.OK, Status.DUPLICATE, Status.NONFINITE, Status.EMPTY], size=n,
                         p=[0.9, 0.07, 0.02, 0.01]).astype(np.int8)

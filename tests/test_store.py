@@ -81,7 +81,7 @@ def test_rows_follow_the_layout_rules(finished):
     path, url, summary = finished
     campaign, model, _ = open_inputs(path)
     a = store_arrays(url)
-    masks = np.concatenate([chunk_masks(campaign.catalogue, model.n_perm, c) for c in range(7)])
+    masks = np.concatenate([chunk_masks(campaign.catalogue, model.permuted_positions, c) for c in range(7)])
     assert np.array_equal(a["mask"], masks)
     assert np.array_equal(a["n_atoms"], model.motif_size(masks))
     assert np.array_equal(a["chunk_done"], [150] * 6 + [100])
@@ -362,7 +362,7 @@ def test_failed_fits_are_recorded_and_bad_chunks_refused(tmp_path):
     campaign, model, data = open_inputs(path)
     url = campaign.store_path
     with CampaignStore.open_for_run(url, campaign, model, data) as store:
-        masks = chunk_masks(campaign.catalogue, model.n_perm, 2)
+        masks = chunk_masks(campaign.catalogue, model.permuted_positions, 2)
         n = len(masks)
         status = np.full(n, Status.OK, dtype=np.int8)
         status[:3] = [Status.NONFINITE, Status.OPTIMIZER, Status.OPTIMIZER]
@@ -380,7 +380,7 @@ def test_failed_fits_are_recorded_and_bad_chunks_refused(tmp_path):
         assert store.incomplete_chunks() == [0, 1]
         # write_empty_chunks is on: a chunk equal to the fill value (no duplicate: all -1) is a file too
         assert (Path(url) / "duplicate_of" / "c" / "2").is_file()
-        masks = chunk_masks(campaign.catalogue, model.n_perm, 0)
+        masks = chunk_masks(campaign.catalogue, model.permuted_positions, 0)
         full = np.full(100, 0.5)
         first = {"mask": masks, "n_atoms": model.motif_size(masks), "rwp": full, "scale": full, "zoom": full,
                  "uiso": full, "status": np.full(100, Status.OK, np.int8), "duplicate_of": np.full(100, -1)}
