@@ -43,6 +43,8 @@ def _convert(value: Any, tp: Any, where: str, default: Any = None) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None  # an optional field left at "the default": stored settings write null
         return _convert(value, args[0], where, default)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -52,6 +54,15 @@ def _convert(value: Any, tp: Any, where: str, default: Any = None) -> Any:
                                       f"(got {value!r})")
         # Keys left out keep the field's default (zoom: {start: 1.01} keeps min 0.97, max 1.03).
         return _build(tp, value, f"{where}.", base=default if dataclasses.is_dataclass(default) else None)
+    if origin is tuple and typing.get_args(tp)[-1] is not Ellipsis:  # fixed length: radius: [3, 8]
+        args = typing.get_args(tp)
+        if not isinstance(value, list) or len(value) != len(args):
+            raise SettingError(where, f"must be a list of {len(args)} numbers such as [3, 8] (got {value!r})")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args))
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):  # parts: [{…}, {…}]
+        if not isinstance(value, list):
+            raise SettingError(where, f"must be a list of mappings (got {value!r})")
+        return tuple(_convert(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):

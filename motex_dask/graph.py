@@ -31,7 +31,7 @@ from .settings import CatalogueSettings, FitSettings
 from .data import PDFData
 from .errors import InputError
 from .fit import Engine, Status, make_engine
-from .store import REFINED, SNAPSHOT_SECONDS, CampaignStore
+from .store import REFINED, SNAPSHOT_SECONDS, CampaignStore, shape_columns
 from .structure import StartingModel
 
 log = logging.getLogger("motex_dask")
@@ -101,6 +101,7 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.nd
         **{name: np.full(n, np.nan) for name in REFINED},
         "status": np.full(n, Status.DUPLICATE, dtype=np.int8),
         "duplicate_of": np.full(n, -1, dtype=np.int64),
+        **shape_columns(drawn),
     }
     out["duplicate_of"][dup_rows] = dup_first
     unique = np.ones(n, dtype=bool)

@@ -15,7 +15,8 @@ from .campaign_file import load_yaml, parse_campaign, yaml_scalar
 from .catalogue import check_catalogue
 from .data import read_header, read_pdf
 from .errors import InputError
-from .settings import EXHAUSTIVE_MAX_ATOMS, Campaign, CatalogueSettings, FitSettings, LearnSettings, ParamSpec, to_plain
+from .settings import (DEFAULT_KEEP_PROBABILITY, EXHAUSTIVE_MAX_ATOMS, Campaign, CatalogueSettings, FitSettings,
+                       LearnSettings, ParamSpec, to_plain)
 from .structure import build_model, read_structure
 
 #: One line per campaign key (dotted path): what it means. Used by `motex init` and the README.
@@ -31,8 +32,13 @@ FIELD_HELP: dict[str, str] = {
     "catalogue.chunk_size": "candidates per fit task: the unit of progress, resume and parallelism",
     "catalogue.seed": "random seed: the same seed gives the same catalogue everywhere",
     "catalogue.strategy": "uniform-size (ML-MotEx: a size k uniform in 1..N, then k atoms) | bernoulli | "
-                          f"exhaustive (every subset; at most {EXHAUSTIVE_MAX_ATOMS} permuted atoms)",
-    "catalogue.keep_probability": "bernoulli only: the chance that each permuted atom is kept",
+                          f"exhaustive (every subset; at most {EXHAUSTIVE_MAX_ATOMS} permuted atoms) | "
+                          "cookie-cutter (the atoms inside a random sphere/ellipsoid) | mixed (see parts)",
+    "catalogue.keep_probability": "bernoulli: the chance that each permuted atom is kept (default 0.5); "
+                                  "cookie-cutter: of each atom inside the cut (default 1, the whole cut)",
+    "catalogue.radius": "Å, cookie-cutter: [min, max] of the sphere radius (of each ellipsoid semi-axis)",
+    "catalogue.shape": "cookie-cutter: sphere | ellipsoid (randomly oriented)",
+    "catalogue.parts": "strategy mixed: a list of {strategy, share, keep_probability, radius, shape}; shares add to 1",
     "fit.engine": "batched (fast, the default) | srfit (diffpy.srfit, for cross-checks)",
     "fit.calculator": "srfit engine only: motex | srreal (needs diffpy.srreal)",
     "fit.rmin": "Å: start of the fit range (points with rmin <= r < rmax are fitted)",
@@ -145,7 +151,11 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
     catalogue = {"size": 2**n_perm - 1 if exhaustive else CatalogueSettings.size,
                  "chunk_size": CatalogueSettings.chunk_size, "seed": CatalogueSettings.seed,
                  "strategy": "exhaustive" if exhaustive else CatalogueSettings.strategy,
-                 "keep_probability": CatalogueSettings.keep_probability}
+                 "radius": list(CatalogueSettings.radius), "shape": CatalogueSettings.shape}
+    # Keys whose default depends on the strategy, or that only a mixed catalogue has: shown, commented out.
+    commented = {"catalogue": {
+        "keep_probability": yaml_scalar(DEFAULT_KEEP_PROBABILITY["bernoulli"]),
+        "parts": "[{strategy: cookie-cutter, share: 0.5}, {strategy: uniform-size, share: 0.5}]"}}
     base = output.parent
     top = {"structure": _rel(structure, base), "data": _rel(data, base), "permute": list(permute),
            "threshold": threshold, "output": f"results/{structure.stem}", "cluster": "local"}
@@ -181,6 +191,8 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
         lines += ["", f"{section}:"]
         for key, value in values.items():
             lines.append(entry(key, value, FIELD_HELP[f"{section}.{key}"] + fit_notes.get(key, ""), indent="  "))
+        for key, text in commented.get(section, {}).items():
+            lines.append(f"  # {key}: {text}".ljust(34) + f"  # {FIELD_HELP[f'{section}.{key}']}")
     text = "\n".join(lines) + "\n"
 
     # The file must load as written: check it before anything is on disk.

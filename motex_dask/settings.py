@@ -13,7 +13,12 @@ from typing import Any
 
 from ase.data import chemical_symbols
 
-STRATEGIES = ("uniform-size", "bernoulli", "exhaustive")
+STRATEGIES = ("uniform-size", "bernoulli", "exhaustive", "cookie-cutter", "mixed")
+#: Strategies that may be one part of a mixed catalogue (random draws; exhaustive enumerates rows).
+PART_STRATEGIES = ("uniform-size", "bernoulli", "cookie-cutter")
+SHAPES = ("sphere", "ellipsoid")
+#: keep_probability when it is left out: bernoulli keeps half the atoms, a cookie-cutter the whole cut.
+DEFAULT_KEEP_PROBABILITY = {"bernoulli": 0.5, "cookie-cutter": 1.0}
 ENGINES = ("batched", "srfit")
 CALCULATORS = ("motex", "srreal")
 RADIATIONS = ("xray", "neutron")
@@ -83,6 +88,45 @@ class FitSettings:
         _require(self.uiso.lo > 0, "uiso.min", f"must be > 0 Å² (got {self.uiso.lo})")
 
 
+def _check_draw(obj: Any, allowed: tuple[str, ...], fix: str) -> None:
+    """Checks shared by the catalogue and each of its parts: strategy, keep_probability, radius, shape."""
+    _require(obj.strategy in allowed, "strategy", f"must be one of {', '.join(allowed)} (got {obj.strategy!r}){fix}")
+    p = obj.keep_probability
+    if p is not None:
+        upper = obj.strategy == "cookie-cutter"  # 1: the whole cut (bernoulli would keep every atom, always)
+        _require(0 < p < 1 or (upper and p == 1), "keep_probability",
+                 f"must lie in (0, {'1]' if upper else '1)'} (got {p})")
+    lo, hi = obj.radius
+    _require(0 < lo <= hi, "radius", f"must be [min, max] in Å with 0 < min <= max (got [{lo}, {hi}])")
+    _require(obj.shape in SHAPES, "shape", f"must be one of {', '.join(SHAPES)} (got {obj.shape!r})")
+
+
+def _effective_keep_probability(obj: Any) -> float:
+    if obj.keep_probability is not None:
+        return obj.keep_probability
+    return DEFAULT_KEEP_PROBABILITY.get(obj.strategy, 1.0)
+
+
+@dataclass(frozen=True)
+class CataloguePart:
+    """One strategy of a mixed catalogue and its share of the rows (`catalogue.parts`)."""
+
+    strategy: str
+    share: float
+    keep_probability: float | None = None
+    radius: tuple[float, float] = (3.0, 8.0)
+    shape: str = "sphere"
+
+    def __post_init__(self) -> None:
+        _check_draw(self, PART_STRATEGIES, "; exhaustive and mixed cannot be a part")
+        _require(0 < self.share <= 1, "share", f"must lie in (0, 1] (got {self.share})")
+
+    @property
+    def effective_keep_probability(self) -> float:
+        """keep_probability, or its strategy's default when it was left out."""
+        return _effective_keep_probability(self)
+
+
 @dataclass(frozen=True)
 class CatalogueSettings:
     """Which candidate masks are drawn, and how they are split into fit tasks."""
@@ -91,16 +135,29 @@ class CatalogueSettings:
     chunk_size: int = 2000
     seed: int = 0
     strategy: str = "uniform-size"
-    keep_probability: float = 0.5
+    keep_probability: float | None = None
+    radius: tuple[float, float] = (3.0, 8.0)
+    shape: str = "sphere"
+    parts: tuple[CataloguePart, ...] = ()
 
     def __post_init__(self) -> None:
         _require(self.size > 0, "size", f"must be a positive number of candidates (got {self.size})")
         _require(self.chunk_size > 0, "chunk_size", f"must be > 0 (got {self.chunk_size})")
         _require(self.seed >= 0, "seed", f"must be >= 0 (got {self.seed})")
-        _require(self.strategy in STRATEGIES, "strategy",
-                 f"must be one of {', '.join(STRATEGIES)} (got {self.strategy!r})")
-        _require(0 < self.keep_probability < 1, "keep_probability",
-                 f"must lie strictly between 0 and 1 (got {self.keep_probability})")
+        _check_draw(self, STRATEGIES, "")
+        if self.strategy != "mixed":
+            _require(not self.parts, "parts", f"only with strategy: mixed (got strategy: {self.strategy}); "
+                     "set strategy: mixed or remove parts")
+            return
+        _require(len(self.parts) > 0, "parts", "strategy: mixed needs a list of parts such as "
+                 "[{strategy: cookie-cutter, share: 0.5}, {strategy: uniform-size, share: 0.5}]")
+        total = sum(p.share for p in self.parts)
+        _require(abs(total - 1.0) < 1e-9, "parts", f"shares must add up to 1 (got {total:g})")
+
+    @property
+    def effective_keep_probability(self) -> float:
+        """keep_probability, or its strategy's default when it was left out."""
+        return _effective_keep_probability(self)
 
 
 @dataclass(frozen=True)

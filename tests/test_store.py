@@ -22,11 +22,11 @@ from campaign_fixtures import (assert_same_store, client, run_fit_stage, store_a
 from motex_dask.store import layout
 from motex_dask.store import lock as run_lock
 from motex_dask.campaign import prepare
-from motex_dask.catalogue import chunk_masks
+from motex_dask.catalogue import chunk_candidates, chunk_masks
 from motex_dask.campaign_file import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.fit import Status
-from motex_dask.store import LOCK_KEY, SNAPSHOT, CampaignStore, format_status, status_report
+from motex_dask.store import LOCK_KEY, SNAPSHOT, CampaignStore, format_status, shape_columns, status_report
 
 
 @pytest.fixture(scope="module")
@@ -362,15 +362,20 @@ def test_failed_fits_are_recorded_and_bad_chunks_refused(tmp_path):
     campaign, model, data = open_inputs(path)
     url = campaign.store_path
     with CampaignStore.open_for_run(url, campaign, model, data) as store:
-        masks = chunk_masks(campaign.catalogue, model.permuted_positions, 2)
+        drawn = chunk_candidates(campaign.catalogue, model.permuted_positions, 2)
+        masks = drawn.masks
         n = len(masks)
         status = np.full(n, Status.OK, dtype=np.int8)
         status[:3] = [Status.NONFINITE, Status.OPTIMIZER, Status.OPTIMIZER]
         values = np.where(status == Status.OK, 0.5, np.nan)
         arrays = {"mask": masks, "n_atoms": model.motif_size(masks), "rwp": values, "scale": values,
-                  "zoom": values, "uiso": values, "status": status, "duplicate_of": np.full(n, -1)}
+                  "zoom": values, "uiso": values, "status": status, "duplicate_of": np.full(n, -1),
+                  **shape_columns(drawn)}
         bad = {**arrays, "rwp": np.full(n, 0.5)}           # a failed row with a value
         with pytest.raises(ValueError, match="rwp"):
+            store.write_chunk(2, bad, 1.0)
+        bad = {**arrays, "centre_x": np.full(n, np.nan)}   # NaN is never written, not even as a fill
+        with pytest.raises(ValueError, match="centre_x"):
             store.write_chunk(2, bad, 1.0)
         bad = {**arrays, "status": np.zeros(n, np.int8)}   # PENDING rows
         with pytest.raises(ValueError, match="PENDING"):
@@ -380,10 +385,12 @@ def test_failed_fits_are_recorded_and_bad_chunks_refused(tmp_path):
         assert store.incomplete_chunks() == [0, 1]
         # write_empty_chunks is on: a chunk equal to the fill value (no duplicate: all -1) is a file too
         assert (Path(url) / "duplicate_of" / "c" / "2").is_file()
-        masks = chunk_masks(campaign.catalogue, model.permuted_positions, 0)
+        drawn = chunk_candidates(campaign.catalogue, model.permuted_positions, 0)
+        masks = drawn.masks
         full = np.full(100, 0.5)
         first = {"mask": masks, "n_atoms": model.motif_size(masks), "rwp": full, "scale": full, "zoom": full,
-                 "uiso": full, "status": np.full(100, Status.OK, np.int8), "duplicate_of": np.full(100, -1)}
+                 "uiso": full, "status": np.full(100, Status.OK, np.int8), "duplicate_of": np.full(100, -1),
+                 **shape_columns(drawn)}
         time.sleep(0.2)
         store.write_chunk(0, first, 2.0)
         running = status_report(url)

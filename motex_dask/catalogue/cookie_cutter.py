@@ -46,7 +46,8 @@ def draw_cookie_cutter(part, positions: np.ndarray, rng: np.random.Generator, ro
         rotation = Rotation.random(rows, random_state=rng).as_matrix()  # (rows, 3, 3): body → model frame
     else:
         axes = np.repeat(rng.uniform(lo, hi, size=rows)[:, None], 3, axis=1)
-    thin = rng.random((rows, n_perm)) < part.keep_probability if part.keep_probability < 1 else None
+    p = part.effective_keep_probability
+    thin = rng.random((rows, n_perm)) < p if p < 1 else None
 
     masks = np.empty((rows, n_perm), dtype=bool)
     nearest = np.empty(rows, dtype=np.int64)

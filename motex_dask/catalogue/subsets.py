@@ -20,7 +20,7 @@ def draw_uniform_size(part, positions: np.ndarray, rng: np.random.Generator, row
 def draw_bernoulli(part, positions: np.ndarray, rng: np.random.Generator, rows: int) -> Candidates:
     """Each atom kept with `keep_probability`; an empty draw keeps one random atom."""
     n_perm = len(positions)
-    masks = rng.random((rows, n_perm)) < part.keep_probability
+    masks = rng.random((rows, n_perm)) < part.effective_keep_probability
     fallback = rng.integers(0, n_perm, size=rows)  # drawn for every row: the stream stays fixed
     empty = ~masks.any(axis=1)
     masks[np.flatnonzero(empty), fallback[empty]] = True

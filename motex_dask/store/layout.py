@@ -20,6 +20,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from .. import __version__
+from ..catalogue.candidates import SHAPE_FILL, SHAPE_NAMES, SHAPE_NONE, Candidates
 from ..data import PDFData
 from ..fit import Status
 from ..settings import Campaign
@@ -42,7 +43,16 @@ ROW_ARRAYS: dict[str, tuple[str, Any]] = {
     "uiso": ("float64", float("nan")),
     "status": ("int8", int(Status.PENDING)),
     "duplicate_of": ("int64", -1),
+    # The cut of a cookie-cutter candidate (catalogue.candidates): shape_kind SHAPE_NONE (0), sphere (1),
+    # ellipsoid (2); centre and semi-axes in Å (a sphere: three times its radius). Rows no shape
+    # cut out hold the fill SHAPE_FILL (0.0) there, never NaN: shape_kind is the flag.
+    "shape_kind": ("int8", SHAPE_NONE),
+    **{name: ("float64", SHAPE_FILL) for name in ("centre_x", "centre_y", "centre_z",
+                                                    "semi_axis_a", "semi_axis_b", "semi_axis_c")},
 }
+#: The shape arrays, in Candidates order: centre (x, y, z) then semi-axes (a, b, c).
+CENTRE = ("centre_x", "centre_y", "centre_z")
+SEMI_AXES = ("semi_axis_a", "semi_axis_b", "semi_axis_c")
 #: Refined values: finite for OK rows, NaN for every other row except the EMPTY_VALUES.
 REFINED = ("rwp", "scale", "zoom", "uiso")
 #: A candidate with no atom pair has the model G = 0: R_wp 1 and scale 0 exactly.
@@ -143,6 +153,12 @@ def describe_changes(attrs: dict[str, Any], campaign: Campaign, parts: dict[str,
     return changes
 
 
+def shape_columns(drawn: Candidates) -> dict[str, np.ndarray]:
+    """The store's shape arrays of a chunk's candidates (shape_kind, centre_*, semi_axis_*)."""
+    return {"shape_kind": np.asarray(drawn.shape, dtype=np.int8),
+            **{name: drawn.centre[:, k] for k, name in enumerate(CENTRE)},
+            **{name: drawn.axes[:, k] for k, name in enumerate(SEMI_AXES)}}
+
 
 def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int) -> None:
     """Refuse a chunk that breaks the layout's rules (a programming error, not user input)."""
@@ -166,3 +182,10 @@ def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int) -> N
     for name, value in EMPTY_VALUES.items():
         if not np.all(np.asarray(arrays[name])[empty] == value):
             raise ValueError(f"chunk {c}: EMPTY rows must have {name} = {value}")
+    kind = np.asarray(arrays["shape_kind"])
+    if not np.all(np.isin(kind, list(SHAPE_NAMES))):
+        raise ValueError(f"chunk {c}: shape_kind must be one of {sorted(SHAPE_NAMES)}")
+    for name in (*CENTRE, *SEMI_AXES):
+        values = np.asarray(arrays[name], dtype=np.float64)
+        if not np.all(np.isfinite(values)) or not np.all(values[kind == SHAPE_NONE] == SHAPE_FILL):
+            raise ValueError(f"chunk {c}: {name} must be finite, and {SHAPE_FILL} on rows without a shape")
