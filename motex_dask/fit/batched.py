@@ -394,7 +394,7 @@ def _refine(tables, nx, idx, prefs, q, kmin, rt_fac, gq, g2, x0, hx, bary, offse
 class _GridData:
     """Everything one Q grid needs: triangular factor of the F -> G map, form-factor products."""
 
-    def __init__(self, grid: QGrid, inst: Instrument, r: np.ndarray, gobs: np.ndarray,
+    def __init__(self, grid: QGrid, inst: Instrument, r: np.ndarray, frames: np.ndarray,
                  pairs: PairTable) -> None:
         self.grid = grid
         t = transform_matrix(grid, r, inst.rstep, inst.qdamp)[:, grid.kmin:]
@@ -402,7 +402,7 @@ class _GridData:
         # singular, the low-Q sines overlap on a short r range, so no Cholesky.)
         qmat, r_fac = np.linalg.qr(t)
         self.rt_fac = np.ascontiguousarray(r_fac.T)
-        self.gq = qmat.T @ gobs
+        self.gq = np.ascontiguousarray(frames @ qmat)  # (n_frames, nq): Q'Gobs of every frame
         self.q = grid.q
         self.ff = scattering_factors(pairs.elements, self.q, inst.radiation)  # (ne, nq)
         self.ffpair = np.array([2.0 * self.ff[a] * self.ff[b] for a, b in pairs.kinds])  # ordered pairs
@@ -417,17 +417,26 @@ class _GridData:
 
 
 class BatchedEngine:
-    """The default engine (see module docstring)."""
+    """The default engine (see module docstring).
+
+    `gobs` is one PDF (n_r,) or a series of frames on the same r grid (n_frames, n_r). A series
+    shares each batch's pair tables (the data-independent work) between its frames; frame f > 0
+    of a candidate starts from its refined values in frame f - 1 (sequential refinement, as in
+    in-situ analysis: neighbouring frames differ little, so the refinement takes few steps).
+    """
 
     name = "batched"
 
     def __init__(self, symbols, positions, r, gobs, fit: FitSettings) -> None:
-        self.r, self.gobs = fit_window(r, gobs, fit)
+        self.r, frames = fit_window(r, gobs, fit)
+        self.series = frames.ndim == 2
+        self.frames = np.atleast_2d(frames)  # (n_frames, n_r)
+        self.gobs = self.frames[0]
         self.settings = fit
         self.inst = Instrument.for_profile(self.r, qmin=fit.qmin, qmax=fit.qmax, qdamp=fit.qdamp,
                                            qbroad=fit.qbroad, radiation=fit.radiation)
         self.pairs = PairTable.build(symbols, positions)
-        self.g2 = float(self.gobs @ self.gobs)
+        self.g2 = np.einsum("fr,fr->f", self.frames, self.frames)  # |Gobs|² of each frame
         zs, us = fit.zoom, fit.uiso
         self.lo = np.array([zs.lo if zs.refine else zs.start, us.lo if us.refine else us.start])
         self.hi = np.array([zs.hi if zs.refine else zs.start, us.hi if us.refine else us.start])
@@ -468,7 +477,7 @@ class BatchedEngine:
 
     def _grid_data(self, grid: QGrid) -> _GridData:
         if grid not in self._grids:
-            self._grids[grid] = _GridData(grid, self.inst, self.r, self.gobs, self.pairs)
+            self._grids[grid] = _GridData(grid, self.inst, self.r, self.frames, self.pairs)
         return self._grids[grid]
 
     def _tables(self, keep, zref, rlo, rhi) -> tuple[np.ndarray, np.ndarray]:
@@ -480,31 +489,76 @@ class BatchedEngine:
         tables = hist.reshape(nc * nk, self._nd) @ self._kernel
         return count, tables.reshape(nc, nk, self._kernel.shape[1])
 
-    def fit(self, keep: np.ndarray) -> FitResult:
-        """Refine every row of `keep` (n, n_atoms) bool."""
+    def fit(self, keep: np.ndarray, start: np.ndarray | None = None) -> FitResult:
+        """Refine every row of `keep` (n, n_atoms) bool against every frame.
+
+        The result's arrays are (n,) for one PDF and (n, n_frames) for a series. `start` (n, 2):
+        (zoom, uiso) to start the first frame from (a series continued from stored frames);
+        rows with a NaN start, and every row without `start`, begin at the settings' start.
+        """
         keep = np.ascontiguousarray(np.asarray(keep, dtype=bool))
         if keep.ndim != 2 or keep.shape[1] != self.pairs.species.size:
             raise ValueError(f"keep must be (n, {self.pairs.species.size}) bool, got {keep.shape}")
-        result = FitResult.pending(keep.shape[0])
+        n = keep.shape[0]
+        result = FitResult.pending(n, self.frames.shape[0] if self.series else None)
+        theta0 = np.tile(self.start, (n, 1))
+        if start is not None:
+            given = np.isfinite(start).all(axis=1)
+            theta0[given] = np.clip(start[given], self.lo, self.hi)
         # parallelism comes from running engines side by side; threaded BLAS inside
         # each would oversubscribe the cores (20x slower measured with 2 shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
-            for lo in range(0, keep.shape[0], BATCH):
-                self._fit_batch(keep[lo:lo + BATCH], result, lo)
+            for lo in range(0, n, BATCH):
+                self._fit_batch(keep[lo:lo + BATCH], result, lo, theta0[lo:lo + BATCH])
         return result
 
-    def _fit_batch(self, keep: np.ndarray, result: FitResult, offset: int) -> None:
+    def _fit_batch(self, keep: np.ndarray, result: FitResult, offset: int, theta0: np.ndarray) -> None:
         nc = keep.shape[0]
         counts = keep.astype(float) @ np.eye(len(self.pairs.elements))[self.pairs.species]
-        theta = np.tile(self.start, (nc, 1))
-        grids = [self.inst.qgrid(self.start[1])] * nc
+        grid0 = self.inst.qgrid(self.start[1])
         zref = np.full(nc, self.start[0])
-        rlo = np.full(nc, grids[0].rlo)
-        rhi = np.full(nc, grids[0].rhi)
-        npairs, tables = self._tables(keep, zref, rlo, rhi)
+        npairs, tables = self._tables(keep, zref, np.full(nc, grid0.rlo), np.full(nc, grid0.rhi))
+        n_frames = self.frames.shape[0]
+        for f in range(n_frames):
+            # the tables of the start state, shared by every frame (rounds change them in place)
+            last = f == n_frames - 1
+            frame_tables, frame_npairs = (tables, npairs) if last else (tables.copy(), npairs.copy())
+            out, theta = self._fit_frame(keep, counts, f, theta0.copy(), grid0, frame_tables, frame_npairs)
+            for c in range(nc):
+                row = (offset + c, f) if self.series else offset + c
+                if frame_npairs[c] == 0:
+                    result.mark(row, Status.EMPTY)
+                else:
+                    cost, scale = out[c, 0], out[c, 1]
+                    rwp = math.sqrt(max(cost, 0.0) / self.g2[f]) if np.isfinite(cost) else math.nan
+                    result.set_row(row, rwp, scale, theta[c, 0], theta[c, 1])
+            ok = np.isfinite(out[:, 0]) & np.isfinite(theta).all(axis=1)
+            theta0[ok] = theta[ok]  # the next frame starts where this one ended
+
+    def _fit_frame(self, keep, counts, f: int, theta: np.ndarray, grid0: QGrid, tables: np.ndarray,
+                   npairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rounds of refinement of frame f from `theta`; tables/npairs hold the state of grid0 at
+        the settings' start zoom and are updated in place. Returns (cost, scale, evaluations) and theta."""
+        nc = keep.shape[0]
+        grids = [grid0] * nc
+        zref = np.full(nc, self.start[0])
+        rlo = np.full(nc, grid0.rlo)
+        rhi = np.full(nc, grid0.rhi)
         out = np.zeros((nc, 3))  # cost, scale, evaluations
         out[:, :2] = np.nan
         todo = np.flatnonzero(npairs > 0)
+        moved = np.flatnonzero((theta != self.start).any(axis=1) & (npairs > 0))
+        if moved.size:  # a warm start: begin in the fresh state at the start values
+            fresh = [self.inst.qgrid(theta[c, 1]) for c in moved]
+            new_lo = np.array([g.rlo for g in fresh])
+            new_hi = np.array([g.rhi for g in fresh])
+            _shift_windows(keep, moved, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
+                           zref[moved], rlo[moved], rhi[moved], theta[moved, 0], new_lo, new_hi,
+                           self._kernel, tables, npairs)
+            for n, c in enumerate(moved):
+                grids[c] = fresh[n]
+            zref[moved], rlo[moved], rhi[moved] = theta[moved, 0], new_lo, new_hi
+            todo = todo[npairs[todo] > 0]
         for rnd in range(MAX_ROUNDS + 1):
             max_iter = MAX_ITER if rnd < MAX_ROUNDS else 0  # last pass: evaluate the fresh state
             groups: dict[QGrid, list[int]] = {}
@@ -513,8 +567,8 @@ class BatchedEngine:
             for grid, members in groups.items():
                 idx = np.array(members, dtype=np.int64)
                 gd = self._grid_data(grid)
-                _refine(tables, self._nx, idx, gd.prefactors(counts[idx]), gd.q, grid.kmin, gd.rt_fac, gd.gq,
-                        self.g2, self._x0, self._hx, _BARY, _OFFSETS, self._unodes, theta, self.lo, self.hi,
+                _refine(tables, self._nx, idx, gd.prefactors(counts[idx]), gd.q, grid.kmin, gd.rt_fac, gd.gq[f],
+                        self.g2[f], self._x0, self._hx, _BARY, _OFFSETS, self._unodes, theta, self.lo, self.hi,
                         self.free, STEP0, max_iter, FTOL, out)
             if rnd == MAX_ROUNDS or todo.size == 0:
                 break
@@ -531,14 +585,7 @@ class BatchedEngine:
             zref[todo], rlo[todo], rhi[todo] = theta[todo, 0], new_lo, new_hi
             todo = todo[(moved | regrid) & (npairs[todo] > 0)]
         self.evaluations += int(out[:, 2].sum())
-        for c in range(nc):
-            row = offset + c
-            if npairs[c] == 0:
-                result.mark(row, Status.EMPTY)
-            else:
-                cost, scale = out[c, 0], out[c, 1]
-                rwp = math.sqrt(max(cost, 0.0) / self.g2) if np.isfinite(cost) else math.nan
-                result.set_row(row, rwp, scale, theta[c, 0], theta[c, 1])
+        return out, theta
 
     def model_pdf(self, keep_row, scale: float, zoom: float, uiso: float) -> np.ndarray:
         """scale * G on the fit grid from the exact calculator in the fresh state."""

@@ -21,7 +21,8 @@ class Status(IntEnum):
 
 @dataclass
 class FitResult:
-    """Refined rwp, scale, zoom, uiso (n,) float64 and status (n,) int8 for n candidates.
+    """Refined rwp, scale, zoom, uiso (n,) float64 and status (n,) int8 for n candidates
+    (each (n, n_frames) for a series of frames).
 
     Rows that are not OK hold NaN, except EMPTY rows (no atom pair in the pair window):
     their model is G = 0, so rwp = 1 and scale = 0 exactly.
@@ -34,10 +35,12 @@ class FitResult:
     status: np.ndarray
 
     @classmethod
-    def pending(cls, n: int) -> "FitResult":
-        nan = np.full(n, np.nan)
+    def pending(cls, n: int, n_frames: int | None = None) -> "FitResult":
+        """n rows, or (n, n_frames) for a series of frames (rows then index as (row, frame))."""
+        shape = (n,) if n_frames is None else (n, n_frames)
+        nan = np.full(shape, np.nan)
         return cls(rwp=nan.copy(), scale=nan.copy(), zoom=nan.copy(), uiso=nan.copy(),
-                   status=np.full(n, Status.PENDING, dtype=np.int8))
+                   status=np.full(shape, Status.PENDING, dtype=np.int8))
 
     def set_row(self, row: int, rwp: float, scale: float, zoom: float, uiso: float) -> None:
         """Store one fitted row: OK if every value is finite, NONFINITE (all NaN) otherwise."""

@@ -83,6 +83,8 @@ class SrfitEngine:
 
     def __init__(self, symbols, positions, r, gobs, fit: FitSettings) -> None:
         self.r, self.gobs = fit_window(r, gobs, fit)
+        if self.gobs.ndim != 1:
+            raise ValueError("the srfit engine fits one PDF; fit a series of frames with the batched engine")
         self.settings = fit
         self.symbols = np.asarray([str(s) for s in symbols])
         self.positions = np.asarray(positions, dtype=float)
