@@ -402,7 +402,8 @@ class _GridData:
         # singular, the low-Q sines overlap on a short r range, so no Cholesky.)
         qmat, r_fac = np.linalg.qr(t)
         self.rt_fac = np.ascontiguousarray(r_fac.T)
-        self.gq = np.ascontiguousarray(frames @ qmat)  # (n_frames, nq): Q'Gobs of every frame
+        # Q'Gobs of every frame, one product each: a frame's numbers do not depend on the others
+        self.gq = np.array([qmat.T @ g for g in frames])
         self.q = grid.q
         self.ff = scattering_factors(pairs.elements, self.q, inst.radiation)  # (ne, nq)
         self.ffpair = np.array([2.0 * self.ff[a] * self.ff[b] for a, b in pairs.kinds])  # ordered pairs
@@ -436,7 +437,7 @@ class BatchedEngine:
         self.inst = Instrument.for_profile(self.r, qmin=fit.qmin, qmax=fit.qmax, qdamp=fit.qdamp,
                                            qbroad=fit.qbroad, radiation=fit.radiation)
         self.pairs = PairTable.build(symbols, positions)
-        self.g2 = np.einsum("fr,fr->f", self.frames, self.frames)  # |Gobs|² of each frame
+        self.g2 = np.array([float(g @ g) for g in self.frames])  # |Gobs|² of each frame
         zs, us = fit.zoom, fit.uiso
         self.lo = np.array([zs.lo if zs.refine else zs.start, us.lo if us.refine else us.start])
         self.hi = np.array([zs.hi if zs.refine else zs.start, us.hi if us.refine else us.start])
@@ -568,7 +569,7 @@ class BatchedEngine:
                 idx = np.array(members, dtype=np.int64)
                 gd = self._grid_data(grid)
                 _refine(tables, self._nx, idx, gd.prefactors(counts[idx]), gd.q, grid.kmin, gd.rt_fac, gd.gq[f],
-                        self.g2[f], self._x0, self._hx, _BARY, _OFFSETS, self._unodes, theta, self.lo, self.hi,
+                        float(self.g2[f]), self._x0, self._hx, _BARY, _OFFSETS, self._unodes, theta, self.lo, self.hi,
                         self.free, STEP0, max_iter, FTOL, out)
             if rnd == MAX_ROUNDS or todo.size == 0:
                 break
