@@ -10,9 +10,12 @@ import json
 import logging
 import resource
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from distributed import Client
 
 from .catalogue import check_catalogue
 from .cluster import load_profile, open_client
@@ -45,8 +48,12 @@ def prepare(campaign: Campaign) -> Inputs:
 
 
 def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool = False,
-                 progress: bool = True) -> dict[str, Any]:
-    """Run (or resume, or extend) a campaign; returns the summary written to summary.json."""
+                 progress: bool = True, client: Client | None = None) -> dict[str, Any]:
+    """Run (or resume, or extend) a campaign; returns the summary written to summary.json.
+
+    ``client``: a cluster already running (one batch allocation) for both stages, instead of the
+    clusters the profile starts for each.
+    """
     inputs = prepare(load_campaign(path))
     campaign = inputs.campaign
     profile = load_profile(cluster or campaign.cluster, base_dir=campaign.path.parent)
@@ -55,14 +62,19 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
         summary: dict[str, Any] = {"store_seconds": time.perf_counter() - t0}
         problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
         if store.incomplete_chunks():
-            with open_client(profile, stage="fit") as client:
-                summary["fits"] = run_fits(client, store, problem, progress=progress)
-                summary["peak_worker_mb"] = {"fit": worker_peak_mb(client)}
+            with _stage_client(profile, "fit", client) as fit_client:
+                summary["fits"] = run_fits(fit_client, store, problem, progress=progress)
+                summary["peak_worker_mb"] = {"fit": worker_peak_mb(fit_client)}
         else:  # a finished campaign: no cluster to start for the fit stage
             summary["fits"] = run_fits(None, store, problem, progress=progress)
     if fits_only:
         return summary
-    return _learn_and_report(inputs, profile, summary)
+    return _learn_and_report(inputs, profile, summary, client)
+
+
+def _stage_client(profile: Any, stage: str, client: Client | None) -> AbstractContextManager[Client]:
+    """The given client (left open), or a cluster of the profile for this stage."""
+    return nullcontext(client) if client is not None else open_client(profile, stage=stage)
 
 
 def _peak_rss_mb() -> float:
@@ -93,24 +105,25 @@ def explain_store(store_url: str, output_dir: str | Path | None = None, cluster:
     return _learn_and_report(inputs, profile, {})
 
 
-def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any]) -> dict[str, Any]:
+def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any],
+                      client: Client | None = None) -> dict[str, Any]:
     from . import explain, learn, report  # xgboost/shap/matplotlib: only loaded when learning runs
 
     campaign = inputs.campaign
     store_url = campaign.store_path
     timings = {}
-    with open_client(profile, stage="learn") as client:
+    with _stage_client(profile, "learn", client) as learn_client:
         t0 = time.perf_counter()
         features = learn.load_features(store_url)
         if features.n_ok < 50:
             raise InputError(f"{store_url}: only {features.n_ok} successful fits; "
                              "learning needs at least 50 (raise catalogue.size or run the fits first)")
-        trained = learn.train(client, features, campaign.learn)
+        trained = learn.train(learn_client, features, campaign.learn)
         timings["train_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        contributions = explain.explain(client, features, trained, campaign.learn)
+        contributions = explain.explain(learn_client, features, trained, campaign.learn)
         timings["explain_seconds"] = time.perf_counter() - t0
-        peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(client)}
+        peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(learn_client)}
     summary = {**summary, **timings, "peak_worker_mb": peaks}
     t0 = time.perf_counter()
     outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,

@@ -113,6 +113,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     from .campaign import run_campaign
 
+    if args.allocation:  # one srun task of `motex submit --nodes` (scheduler, client or worker)
+        from .cluster import allocation_client, load_profile
+
+        profile = load_profile(args.cluster or "slurm")
+        with allocation_client(profile, args.credentials) as client:
+            if client is None:
+                return 0
+            run_campaign(args.campaign, cluster=args.cluster, fits_only=args.fits_only, progress=False,
+                         client=client)
+        return 0
     summary = run_campaign(args.campaign, cluster=args.cluster, fits_only=args.fits_only,
                            progress=not args.quiet)
     if not args.quiet:
@@ -182,7 +192,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     profile = load_profile(args.cluster, base_dir=campaign.path.parent)
     out = Path(args.output) if args.output else campaign.path.with_suffix(f".{profile.kind}.sh")
-    script = write_batch_script(campaign.path, profile, out)
+    script = write_batch_script(campaign.path, profile, out, nodes=args.nodes)
     print(script)
     if args.now:
         print(f"submitted job {submit_batch_script(script, profile)}")
@@ -220,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", help="cluster profile name or file (overrides the campaign's)")
     p.add_argument("--dry-run", action="store_true", help="print the worker job script and exit")
     p.add_argument("--fits-only", action="store_true", help="stop after the fit stage (steps 1-2)")
+    # Written into the scripts of `motex submit --nodes`, not typed by people.
+    p.add_argument("--allocation", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--credentials", type=Path, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", parents=[common], help="progress of a campaign store")
@@ -255,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", required=True, help="cluster profile name or file (slurm, pbs, ...)")
     p.add_argument("-o", "--output", help="script path (default: next to the campaign file)")
     p.add_argument("--now", action="store_true", help="submit it with sbatch/qsub")
+    p.add_argument("--nodes", type=int, help="one SLURM allocation of N nodes (each the size of one profile job) "
+                   "that runs scheduler, client and workers; default: the whole campaign in one job")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("init", parents=[common],

@@ -12,12 +12,18 @@ config files and ``DASK_MOTEX__CLUSTER__...`` variables override them); the prof
 both. The fit stage runs on an adaptive cluster whose workers retire (``--lifetime``) before the
 batch system's walltime, so jobs are replaced instead of killed; the learn stage runs on a fixed
 set of workers because xgboost.dask hangs when a worker leaves during training.
+
+Security: anyone who can reach a Dask scheduler can run code as its owner. Batch profiles
+therefore speak TLS with credentials made for each run (``Security.temporary()``; the workers get
+them through files only the owner can read, in the shared temporary directory), unless the
+profile says ``tls: false``; the local cluster listens on the loopback interface only.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 import shlex
 import signal
@@ -35,7 +41,9 @@ import yaml
 from dask.utils import parse_bytes, parse_timedelta
 from dask_jobqueue import PBSCluster, SGECluster, SLURMCluster
 from dask_jobqueue.core import Job, JobQueueCluster
+from dask_jobqueue.slurm import SLURMRunner
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from .errors import InputError
 
@@ -52,7 +60,7 @@ BATCH_KINDS: dict[str, type[JobQueueCluster]] = {"slurm": SLURMCluster, "pbs": P
 KINDS = ("local", *BATCH_KINDS)
 STAGES = ("fit", "learn")
 # Profile sections each kind accepts ("description" is free text for people).
-_SECTIONS = {"local": ("local",), **{kind: ("jobqueue", "fit", "learn") for kind in BATCH_KINDS}}
+_SECTIONS = {"local": ("local",), **{kind: ("tls", "jobqueue", "fit", "learn") for kind in BATCH_KINDS}}
 # jobqueue keys that configure the cluster (scheduler), not the worker jobs.
 _CLUSTER_KEYS = ("scheduler-options", "shared-temp-directory")
 # dask-jobqueue keys that are only kept for backwards compatibility.
@@ -63,6 +71,8 @@ _KWARG_NAMES = {"name": "job_name"}
 _WALLTIME = re.compile(r"(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})")
 # Packaged profiles: inside the installed package (wheel) or next to it (source tree, editable).
 _PACKAGED_DIRS = (Path(__file__).parent / "cluster_profiles", Path(__file__).resolve().parents[1] / "cluster_profiles")
+# A run's TLS credentials in files (one self-signed certificate for every role, as Security.temporary).
+_CREDENTIAL_FILES = {"ca_file": "ca.pem", "cert": "cert.pem", "key": "key.pem"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class ClusterProfile:
     ``options``: for ``local`` the resolved LocalCluster settings; for batch kinds the
     ``jobqueue.<kind>`` keys the profile sets (dask-jobqueue fills the rest from its own config).
     ``fit``/``learn``: batch kinds only, resolved (durations in seconds).
+    ``tls``: batch kinds only; Dask traffic encrypted and authenticated with per-run credentials.
     """
 
     name: str
@@ -80,6 +91,7 @@ class ClusterProfile:
     fit: Mapping[str, Any] = field(default_factory=dict)
     learn: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    tls: bool = False
 
 
 def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> ClusterProfile:
@@ -106,9 +118,10 @@ def open_client(profile: ClusterProfile, stage: str) -> Iterator[Client]:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
     if profile.kind == "local":
         opts = profile.options
+        # host: scheduler and workers listen on loopback only (no TLS: nobody else can connect).
         cluster = LocalCluster(n_workers=opts["n-workers"], threads_per_worker=opts["threads-per-worker"],
                                memory_limit=opts["memory-limit"], dashboard_address=opts["dashboard-address"],
-                               processes=True)
+                               processes=True, host="127.0.0.1")
     else:
         cluster = BATCH_KINDS[profile.kind](**_cluster_kwargs(profile, stage))
     with cluster, Client(cluster) as client:
@@ -128,14 +141,21 @@ def job_script(profile: ClusterProfile, stage: str = "fit") -> str:
     return _job(profile, _job_kwargs(profile, stage), "tcp://<scheduler-address>:8786").job_script()
 
 
-def write_batch_script(campaign_path: Path, profile: ClusterProfile, out: Path) -> Path:
-    """Write a batch script that runs the whole campaign inside one allocation of the profile's
-    size (``motex run CAMPAIGN --cluster local``, the local workers sized to the allocation)."""
+def write_batch_script(campaign_path: Path, profile: ClusterProfile, out: Path, nodes: int | None = None) -> Path:
+    """Write a batch script that runs the whole campaign inside one allocation.
+
+    Without ``nodes``: one job of the profile's size runs ``motex run CAMPAIGN --cluster local``,
+    the local workers sized to it. With ``nodes`` (SLURM): one allocation of that many nodes, each
+    the size of one profile job, where ``srun`` starts scheduler, client and workers (see
+    `allocation_client`); with TLS its credentials are made now, for this script only.
+    """
     if profile.kind == "local":
         raise InputError(f"cluster profile '{profile.name}' is kind local; `motex submit` needs a batch "
                          f"profile ({', '.join(BATCH_KINDS)}), e.g. --cluster slurm")
     campaign_path = Path(campaign_path).resolve()
     out = Path(out).resolve()
+    if nodes is not None:
+        return _write_allocation_script(campaign_path, profile, out, nodes)
     kwargs = _job_kwargs(profile, None)
     kwargs["job_name"] = f"motex-{campaign_path.stem}"
     kwargs.setdefault("log_directory", str(out.parent))
@@ -156,6 +176,113 @@ def write_batch_script(campaign_path: Path, profile: ClusterProfile, out: Path) 
     out.write_text("\n".join(lines) + "\n")
     out.chmod(0o755)
     return out
+
+
+def _write_allocation_script(campaign_path: Path, profile: ClusterProfile, out: Path, nodes: int) -> Path:
+    if profile.kind != "slurm":
+        raise InputError(f"--nodes runs scheduler, client and workers in one allocation with srun: it needs a "
+                         f"slurm profile (profile '{profile.name}' is {profile.kind}); leave out --nodes to run "
+                         "the campaign in one job")
+    if nodes < 1:
+        raise InputError(f"--nodes must be a whole number >= 1 (got {nodes})")
+    cores = _jobqueue_value(profile, "cores")
+    processes = _jobqueue_value(profile, "processes") or cores
+    value = {key: _jobqueue_value(profile, key) for key in
+             ("queue", "account", "walltime", "memory", "log-directory", "job-extra-directives",
+              "job-script-prologue", "python")}
+    logs = Path(value["log-directory"] or out.parent).resolve()
+    # Ranks 0 and 1 are the scheduler and the client; `processes` workers on every node after them.
+    # cyclic: rank r on node r mod N, so the workers spread over every node.
+    ntasks = nodes * processes + 2
+    header = [f"#SBATCH -J motex-{campaign_path.stem}", f"#SBATCH -e {logs}/motex-{campaign_path.stem}-%j.err",
+              f"#SBATCH -o {logs}/motex-{campaign_path.stem}-%j.out", f"#SBATCH --nodes={nodes}",
+              f"#SBATCH --ntasks={ntasks}", f"#SBATCH --cpus-per-task={max(cores // processes, 1)}",
+              f"#SBATCH --mem={_slurm_memory(value['memory'])}", "#SBATCH --distribution=cyclic",
+              *(f"#SBATCH -p {value['queue']}" for _ in [0] if value["queue"]),
+              *(f"#SBATCH -A {value['account']}" for _ in [0] if value["account"]),
+              *(f"#SBATCH -t {value['walltime']}" for _ in [0] if value["walltime"]),
+              *(f"#SBATCH {line}" for line in value["job-extra-directives"] or [])]
+    python = value["python"] or sys.executable
+    run = [python, "-m", "motex_dask.cli", "run", str(campaign_path), "--cluster", str(profile.source or profile.name),
+           "--allocation"]
+    if profile.tls:
+        credentials = out.with_name(out.name + ".tls")
+        write_credentials(credentials)
+        run += ["--credentials", str(credentials)]
+    lines = ["#!/usr/bin/env bash", "", *header, *(value["job-script-prologue"] or []),
+             f"mkdir -p {shlex.quote(str(logs))}", f"cd {shlex.quote(str(campaign_path.parent))}",
+             f"exec srun {shlex.join(run)}"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.chmod(0o755)
+    return out
+
+
+def _slurm_memory(memory: str) -> str:
+    """A Dask size as sbatch --mem megabytes."""
+    return f"{parse_bytes(memory) // 2**20}M"
+
+
+def write_credentials(folder: Path) -> Security:
+    """Make a run's TLS credentials and write them to ``folder`` (readable by the owner only)."""
+    folder = Path(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    config = Security.temporary().get_tls_config_for_role("client")
+    for key, name in _CREDENTIAL_FILES.items():
+        path = folder / name
+        path.touch(mode=0o600)
+        path.write_text(config[key])
+    return read_credentials(folder)
+
+
+def read_credentials(folder: Path) -> Security:
+    """The Security of credentials written by `write_credentials`: every role, TLS required."""
+    files = {key: str(Path(folder) / name) for key, name in _CREDENTIAL_FILES.items()}
+    missing = [f for f in files.values() if not Path(f).is_file()]
+    if missing:
+        raise InputError(f"{folder}: TLS credentials missing ({', '.join(missing)}); write the batch script "
+                         "again with `motex submit`")
+    roles = {f"tls_{role}_{part}": files[part] for role in ("scheduler", "worker", "client") for part in ("cert", "key")}
+    return Security(tls_ca_file=files["ca_file"], require_encryption=True, **roles)
+
+
+@contextmanager
+def allocation_client(profile: ClusterProfile, credentials: Path | None) -> Iterator[Client | None]:
+    """Inside one multi-node allocation (every ``srun`` task calls this): task 0 runs the
+    scheduler, task 1 the client (yields a Client on the whole allocation), the others workers.
+
+    On every task but 1 this returns once the client has closed the cluster, yielding None.
+    dask-jobqueue's SLURMRunner assigns the roles and shares the address through a file.
+    """
+    security = read_credentials(credentials) if credentials is not None else None
+    protocol = "tls://" if security is not None else "tcp://"
+    interface = _jobqueue_value(profile, "interface")
+    cores = _jobqueue_value(profile, "cores")
+    processes = _jobqueue_value(profile, "processes") or cores
+    common = {"interface": interface, "security": security, "protocol": protocol}
+    worker = {**common, "nthreads": max(cores // processes, 1),
+              "memory_limit": parse_bytes(_jobqueue_value(profile, "memory")) // processes,
+              "local_directory": _jobqueue_value(profile, "local-directory")}
+    scheduler = {**common, "dashboard_address": ":0",
+                 **{str(k).replace("-", "_"): v for k, v in (_jobqueue_value(profile, "scheduler-options") or {}).items()}}
+    folder = Path(_jobqueue_value(profile, "log-directory") or Path.cwd())
+    # The runner's scheduler and worker tasks run inside its constructor and end by sending
+    # themselves SIGINT; ignored here, so that they return normally.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        runner = SLURMRunner(scheduler_file=str(folder / "motex-scheduler-{job_id}.json"),
+                             scheduler_options=scheduler, worker_options=worker)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if runner.role.name != "client":
+        yield None
+        return
+    with runner, Client(runner, security=security) as client:
+        client.wait_for_workers(runner.n_workers)
+        log.info("allocation of %d nodes: %d workers", len({w["host"] for w in client.scheduler_info()["workers"].values()}),
+                 runner.n_workers)
+        yield client
 
 
 def submit_batch_script(path: Path, profile: ClusterProfile) -> str:
@@ -206,7 +333,13 @@ def _parse_profile(raw: Any, path: Path) -> ClusterProfile:
     if kind == "local":
         return ClusterProfile(path.stem, kind, _resolve_local(raw, path), source=path)
     jobqueue = _section(raw, "jobqueue", _jobqueue_keys(kind), path)
-    profile = ClusterProfile(path.stem, kind, jobqueue, source=path)
+    tls = raw.get("tls", dask.config.get("motex.cluster.tls"))
+    if not isinstance(tls, bool):
+        raise InputError(f"{path}: 'tls' must be true (encrypt and authenticate Dask traffic with per-run "
+                         f"credentials) or false (plain TCP, for a network only you can reach); got {tls!r}")
+    if not tls and _jobqueue_value(ClusterProfile(path.stem, kind, jobqueue), "protocol") == "tls://":
+        raise InputError(f"{path}: 'jobqueue.protocol' is tls:// but 'tls' is false; drop one of them")
+    profile = ClusterProfile(path.stem, kind, jobqueue, source=path, tls=tls)
     for key in ("cores", "memory"):
         if _jobqueue_value(profile, key) is None:
             raise InputError(f"{path}: 'jobqueue.{key}' is required: the {key} of one {kind} job")
@@ -220,7 +353,7 @@ def _parse_profile(raw: Any, path: Path) -> ClusterProfile:
     walltime = _walltime_seconds(_jobqueue_value(profile, "walltime"), path, "jobqueue.walltime")
     fit = _resolve_fit(_merged(raw, "fit", path), walltime, path)
     learn = _resolve_learn(_merged(raw, "learn", path), cores, path)
-    return ClusterProfile(path.stem, kind, jobqueue, fit, learn, path)
+    return ClusterProfile(path.stem, kind, jobqueue, fit, learn, path, tls)
 
 
 def _resolve_local(raw: dict, path: Path) -> dict[str, Any]:
@@ -355,7 +488,16 @@ def _cluster_kwargs(profile: ClusterProfile, stage: str) -> dict[str, Any]:
     scheduler = profile.options.get("scheduler-options")
     if scheduler is not None:
         kwargs["scheduler_options"] = {str(k).replace("-", "_"): v for k, v in scheduler.items()}
-    if profile.options.get("shared-temp-directory") is not None:
+    if profile.tls:
+        # New credentials for every cluster: a certificate from an earlier run opens nothing.
+        # dask-jobqueue writes the workers' copy (mode 0600) into the shared temporary directory.
+        kwargs["security"] = Security.temporary()
+        kwargs["protocol"] = "tls://"
+        folder = (_jobqueue_value(profile, "shared-temp-directory") or _jobqueue_value(profile, "log-directory")
+                  or os.getcwd())
+        Path(os.path.expandvars(folder)).expanduser().mkdir(parents=True, exist_ok=True)
+        kwargs["shared_temp_directory"] = folder
+    elif profile.options.get("shared-temp-directory") is not None:
         kwargs["shared_temp_directory"] = profile.options["shared-temp-directory"]
     return kwargs
 

@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 import xgboost as xgb
 from distributed import Client, get_worker
+from distributed.comm import get_address_host
 from xgboost import dask as dxgb
 
 from .settings import LearnSettings
@@ -393,9 +394,14 @@ def train(client: Client, features: Features, settings: LearnSettings, k_best: i
     dtrain = dxgb.DaskQuantileDMatrix(client, features.X[m_train], features.y[m_train])
     dvalid = dxgb.DaskQuantileDMatrix(client, features.X[m_valid], features.y[m_valid], ref=dtrain)
     full = {**BASE_PARAMS, **params, "seed": settings.seed}
-    out = dxgb.train(client, full, dtrain, num_boost_round=n_rounds,
-                     evals=[(dtrain, "train"), (dvalid, "validation")],
-                     early_stopping_rounds=settings.early_stopping_rounds, verbose_eval=False)
+    # The xgboost tracker runs in the scheduler's process; left alone it binds to the address of
+    # the default route, which workers on another network (a cluster's ib0, a namespace) may not
+    # reach: give it the scheduler's own address, the one every worker already reaches.
+    tracker = dask.config.get("xgboost.scheduler_address", None) or get_address_host(client.scheduler.address)
+    with dask.config.set({"xgboost.scheduler_address": tracker}):
+        out = dxgb.train(client, full, dtrain, num_boost_round=n_rounds,
+                         evals=[(dtrain, "train"), (dvalid, "validation")],
+                         early_stopping_rounds=settings.early_stopping_rounds, verbose_eval=False)
     booster = out["booster"]
     n_trees = booster.best_iteration + 1 if "best_iteration" in booster.attributes() else booster.num_boosted_rounds()
     booster = booster[:n_trees]  # the model of the best validation round, for every later use

@@ -26,6 +26,7 @@ from motex_dask.cluster import (ClusterProfile, load_profile, open_client, submi
                                 write_batch_script)
 from motex_dask.campaign_file import load_campaign
 from motex_dask.store import CampaignStore
+from slurm_helpers import CHUNK, SIZE, fit_tasks, local_reference, why_no_slurm, write_recorder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONF = Path(os.environ.get("MOTEX_SLURM_DIR", "/tmp/motex-slurm")) / "slurm.conf"
@@ -36,20 +37,7 @@ def _slurm_conf() -> str | None:
     return conf or (str(DEFAULT_CONF) if DEFAULT_CONF.is_file() else None)
 
 
-def _why_no_slurm() -> str | None:
-    if shutil.which("sinfo") is None:
-        return "no SLURM client (sinfo): run scripts/slurm_local.sh install && scripts/slurm_local.sh up"
-    env = {**os.environ, **({"SLURM_CONF": _slurm_conf()} if _slurm_conf() else {})}
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return "sinfo timed out: is slurmctld up? (scripts/slurm_local.sh status)"
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return f"no SLURM controller answers (scripts/slurm_local.sh up): {proc.stderr.strip()}"
-    return None
-
-
-NO_SLURM = _why_no_slurm()
+NO_SLURM = why_no_slurm(_slurm_conf())
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(NO_SLURM is not None, reason=NO_SLURM or "")]
 needs_qsub = pytest.mark.skipif(shutil.which("qsub") is None, reason="no qsub: install slurm-wlm-torque")
 
@@ -147,64 +135,15 @@ def test_pbs_cluster_through_torque_qsub_wrapper(tmp_path: Path) -> None:
 
 # -- whole campaigns --------------------------------------------------------------------------------
 
-SIZE, CHUNK = 2400, 100
-LOCAL_PROFILE = """kind: local
-local: {n-workers: 2, threads-per-worker: 1, dashboard-address: "127.0.0.1:0"}
-"""
-# A worker preload (dask-worker --preload) that records, for every task a worker finishes, the
-# task's key and the SLURM job the worker runs in: evidence of where the fits ran.
-RECORDER = '''
-import os
-from pathlib import Path
-
-from distributed.diagnostics.plugin import WorkerPlugin
-
-LOG = Path("@LOG@")  # not relative to __file__: workers import a copy of this file
-
-
-class RecordTasks(WorkerPlugin):
-    def setup(self, worker):
-        LOG.mkdir(exist_ok=True)
-        self.file = LOG / f"{os.environ['SLURM_JOB_ID']}-{os.getpid()}.txt"
-
-    def transition(self, key, start, finish, **kwargs):
-        if start == "executing" and finish == "memory":
-            with self.file.open("a") as out:
-                out.write(f"{key} {os.environ['SLURM_JOB_ID']}\\n")
-
-
-async def dask_setup(worker):
-    await worker.plugin_add(RecordTasks(), name="record-tasks")
-'''
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The store of the test campaign fitted on an embedded LocalCluster."""
-    folder = tmp_path_factory.mktemp("local-reference")
-    (folder / "two.yaml").write_text(LOCAL_PROFILE)
-    campaign = write_campaign(folder, size=SIZE, chunk_size=CHUNK)
-    summary = run_campaign(campaign, cluster=str(folder / "two.yaml"), fits_only=True, progress=False)
-    assert summary["fits"]["chunks"] == SIZE // CHUNK
-    return load_campaign(campaign).store_path
+    return local_reference(tmp_path_factory.mktemp("local-reference"))
 
 
 def recorded_profile(tmp_path: Path, shipped: str, **sections: dict) -> ClusterProfile:
     """A *-local profile whose workers load the task recorder."""
-    (tmp_path / "recorder.py").write_text(RECORDER.replace("@LOG@", str(tmp_path / "task-log")))
-    jobqueue = {**sections.pop("jobqueue", {}), "worker-extra-args": ["--preload", str(tmp_path / "recorder.py")]}
+    jobqueue = {**sections.pop("jobqueue", {}), "worker-extra-args": ["--preload", str(write_recorder(tmp_path))]}
     return local_profile(tmp_path, shipped, jobqueue=jobqueue, **sections)
-
-
-def fit_tasks_by_job(tmp_path: Path) -> dict[int, set[str]]:
-    """Chunk -> the SLURM jobs whose workers completed its fit task (keys motex-fit-RUN-CHUNK-ATTEMPT)."""
-    out: dict[int, set[str]] = {}
-    for file in (tmp_path / "task-log").glob("*.txt"):
-        for line in file.read_text().splitlines():
-            key, job = line.rsplit(" ", 1)
-            if key.startswith("motex-fit-"):
-                out.setdefault(int(key.split("-")[3]), set()).add(job)
-    return out
 
 
 def run_on(tmp_path: Path, profile: ClusterProfile) -> tuple[str, dict]:
@@ -218,7 +157,7 @@ def test_campaign_on_two_slurm_jobs_equals_local_run(tmp_path: Path, reference: 
     profile = recorded_profile(tmp_path, "slurm-local", fit={"minimum-jobs": 2, "maximum-jobs": 2})
     store, summary = run_on(tmp_path, profile)
     assert summary["fits"]["chunks"] == SIZE // CHUNK
-    by_job = fit_tasks_by_job(tmp_path)
+    by_job = fit_tasks(tmp_path)
     assert sorted(by_job) == list(range(SIZE // CHUNK))  # every chunk was fitted in a SLURM job...
     assert len(set().union(*by_job.values())) == 2     # ...spread over the two worker jobs
     assert CampaignStore.open_readonly(store).incomplete_chunks() == []
@@ -231,7 +170,7 @@ def test_campaign_on_two_slurm_jobs_equals_local_run(tmp_path: Path, reference: 
 def test_campaign_through_pbs_qsub_equals_local_run(tmp_path: Path, reference: str) -> None:
     profile = recorded_profile(tmp_path, "pbs-local", fit={"minimum-jobs": 2, "maximum-jobs": 2})
     store, _ = run_on(tmp_path, profile)
-    assert sorted(fit_tasks_by_job(tmp_path)) == list(range(SIZE // CHUNK))
+    assert sorted(fit_tasks(tmp_path)) == list(range(SIZE // CHUNK))
     assert CampaignStore.open_readonly(store).incomplete_chunks() == []
     assert_same_store(store, reference)
 
@@ -256,7 +195,7 @@ def test_walltime_expiry_mid_campaign_loses_no_fit(tmp_path: Path, reference: st
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
         run_campaign(campaign, cluster=str(profile.source), fits_only=True, progress=False)
     store = load_campaign(campaign).store_path
-    by_job = fit_tasks_by_job(tmp_path)
+    by_job = fit_tasks(tmp_path)
     assert sorted(by_job) == list(range(n_chunks))
     # More jobs than the two at a time ran fits: workers left mid-campaign and were replaced.
     assert len(set().union(*by_job.values())) > 2
@@ -278,18 +217,17 @@ def test_submitted_batch_script_runs_the_campaign_inside_one_job(tmp_path: Path,
     """`motex submit --now`: one sbatch job runs `motex run --cluster local` with its workers sized
     to the allocation. The test follows it through the fit stage, then cancels the rest."""
     campaign = write_campaign(tmp_path / "campaign", size=SIZE, chunk_size=CHUNK)
-    (tmp_path / "recorder.py").write_text(RECORDER.replace("@LOG@", str(tmp_path / "task-log")))
     # sbatch exports the environment: the job's local workers load the recorder through dask config.
-    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PRELOAD", json.dumps([str(tmp_path / "recorder.py")]))
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PRELOAD", json.dumps([str(write_recorder(tmp_path))]))
     profile = local_profile(tmp_path, "slurm-local", jobqueue={"cores": 2, "memory": "2GiB", "processes": 2})
     script = write_batch_script(campaign, profile, tmp_path / "campaign.slurm.sh")
     job = submit_batch_script(script, profile)
     try:
         deadline = time.monotonic() + 240
-        while (len(fit_tasks_by_job(tmp_path)) < SIZE // CHUNK and job in squeue_ids()
+        while (len(fit_tasks(tmp_path)) < SIZE // CHUNK and job in squeue_ids()
                and time.monotonic() < deadline):
             time.sleep(1)
-        by_job = fit_tasks_by_job(tmp_path)
+        by_job = fit_tasks(tmp_path)
         log = (tmp_path / "logs" / f"motex-campaign-{job}.err").read_text()
     finally:
         subprocess.run(["scancel", job], check=True)  # learning and the report are tested elsewhere
