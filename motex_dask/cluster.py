@@ -210,9 +210,10 @@ def _write_allocation_script(campaign_path: Path, profile: ClusterProfile, out: 
         write_credentials(credentials)
         run += ["--credentials", str(credentials)]
     lines = ["#!/usr/bin/env bash", "", *header, *(value["job-script-prologue"] or []),
-             f"mkdir -p {shlex.quote(str(logs))}", f"cd {shlex.quote(str(campaign_path.parent))}",
+             f"cd {shlex.quote(str(campaign_path.parent))}",
              f"exec srun {shlex.join(run)}"]
     out.parent.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)  # sbatch cannot open -e/-o files in a missing folder
     out.write_text("\n".join(lines) + "\n")
     out.chmod(0o755)
     return out

@@ -3,7 +3,8 @@
 # loopback, or (--nodes N) N nodes, each slurmd in its own network namespace with its own address.
 #
 #   scripts/slurm_local.sh install   apt-get the Debian packages (munge, slurmctld, slurmd,
-#                                    slurm-client, slurm-wlm-torque for PBS-style qsub/qdel)
+#                                    slurm-client, slurm-wlm-torque for PBS-style qsub/qdel;
+#                                    iproute2 and util-linux (nsenter) for --nodes)
 #   scripts/slurm_local.sh up        generate slurm.conf, start the daemons, wait for the node(s);
 #                                    prints `export SLURM_CONF=...` on stdout (eval it)
 #   scripts/slurm_local.sh check     sinfo, srun hostname, an sbatch job and a qsub job
@@ -58,7 +59,7 @@ CONF=$DIR/slurm.conf
 SUBNET=${MOTEX_SLURM_SUBNET:-10.213.0}
 BRIDGE=motex0
 OUTSIDE=motex-outside
-PACKAGES=(munge slurmctld slurmd slurm-client slurm-wlm-torque)
+PACKAGES=(munge slurmctld slurmd slurm-client slurm-wlm-torque iproute2 util-linux)
 
 log() { echo "slurm_local: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -67,7 +68,8 @@ die() { log "error: $*"; exit 1; }
 start() {
     local name=$1 logfile=$2
     shift 2
-    setsid "$@" </dev/null >"$logfile" 2>&1 &
+    # cd: a daemon keeps no caller's folder busy (and is not left in one that gets deleted).
+    (cd / && exec setsid "$@" </dev/null >"$logfile" 2>&1) &
     echo $! >"$DIR/$name.pid"
 }
 

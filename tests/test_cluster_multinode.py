@@ -8,6 +8,7 @@ worker on a given node starting a fit), never at a moment on the clock.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import yaml
 
 from campaign_fixtures import assert_same_store, write_campaign
 from motex_dask.campaign import run_campaign
-from motex_dask.cluster import ClusterProfile, load_profile, open_client
+from motex_dask.cluster import ClusterProfile, load_profile, open_client, submit_batch_script, write_batch_script
 from motex_dask.config import load_campaign
 from motex_dask.store import CampaignStore
 from slurm_helpers import CHUNK, SIZE, fit_tasks, local_reference, why_no_slurm, write_recorder
@@ -257,3 +258,44 @@ def test_node_lost_mid_campaign_loses_no_fit(tmp_path: Path, reference: str, nod
     assert "node3" in set().union(*by_node.values())  # it worked before it was lost
     assert CampaignStore.open_readonly(store).incomplete_chunks() == []
     assert_same_store(store, reference)
+
+
+@pytest.mark.timeout(300)
+def test_submit_nodes_runs_scheduler_client_and_workers_in_one_allocation(
+        tmp_path: Path, reference: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`motex submit --nodes 3 --now`: one 3-node allocation in which srun starts the scheduler,
+    the client (the campaign) and workers over TLS; the fits run on all three nodes. The test
+    follows it through the fit stage, then cancels the rest (learning is tested elsewhere)."""
+    campaign = write_campaign(tmp_path / "campaign", size=SIZE, chunk_size=CHUNK)
+    # sbatch and srun pass the environment on: the runner's workers load the recorder through dask config.
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PRELOAD", json.dumps([str(write_recorder(tmp_path))]))
+    raw = yaml.safe_load((REPO / "cluster_profiles" / "slurm-multinode.yaml").read_text())
+    raw["jobqueue"]["log-directory"] = str(tmp_path / "logs")
+    (tmp_path / "multinode-test.yaml").write_text(yaml.safe_dump(raw))
+    profile = load_profile(tmp_path / "multinode-test.yaml")
+    script = write_batch_script(campaign, profile, tmp_path / "campaign.slurm.sh", nodes=NODES)
+    text = script.read_text()
+    assert f"#SBATCH --nodes={NODES}" in text and "srun " in text and "--credentials" in text
+    assert oct((tmp_path / "campaign.slurm.sh.tls").stat().st_mode & 0o777) == "0o700"
+    job = submit_batch_script(script, profile)
+    try:
+        deadline = time.monotonic() + 240
+        while len(fit_tasks(tmp_path)) < SIZE // CHUNK and job in squeue_ids() and time.monotonic() < deadline:
+            time.sleep(1)
+        by_node = fit_tasks(tmp_path, by="node")
+        logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.err"))
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    assert sorted(by_node) == list(range(SIZE // CHUNK)), logs[-3000:]
+    assert set().union(*by_node.values()) == {f"node{k}" for k in range(1, NODES + 1)}
+    assert set().union(*fit_tasks(tmp_path, by="job").values()) == {job}  # one allocation
+    assert "allocation of 3 nodes: 3 workers" in logs, logs[-3000:]
+    # The scheduler (task 0, on node1) listened for TLS on the bridge.
+    address = json.loads((tmp_path / "logs" / f"motex-scheduler-{job}.json").read_text())["address"]
+    assert address.startswith("tls://10.213.0.11:"), address
+    assert_same_store(load_campaign(campaign).store_path, reference)
+
+
+def squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
