@@ -1,4 +1,5 @@
-"""Step 2 as a Dask graph: catalogue keys → duplicates → one fit task per incomplete chunk → store.
+"""Step 2 as a Dask graph: duplicates (a reduction on the cluster, see duplicates.py) → one fit
+task per incomplete chunk → store.
 
 Every fit task regenerates its chunk's masks from (seed, chunk), fits the rows that are not
 duplicates of earlier rows, and writes its own chunk of the store (data first, ledger last). A
@@ -22,13 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from distributed import Client, Future, as_completed
+from distributed import Client, Future, as_completed, wait
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
-from .catalogue import chunk_candidates, chunk_masks, first_occurrence, mask_keys
+from .catalogue import chunk_candidates
 from .settings import CatalogueSettings, FitSettings
 from .data import PDFData
+from .duplicates import Pairs, chunk_duplicates, find_duplicates
 from .errors import InputError
 from .fit import Engine, Status, make_engine
 from .store import REFINED, SNAPSHOT_SECONDS, CampaignStore, shape_columns
@@ -75,16 +77,11 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def chunk_keys(c: int, cat: CatalogueSettings, positions: np.ndarray) -> np.ndarray:
-    """Exact duplicate keys of chunk c's masks (a Dask task); positions: the permuted atoms'."""
-    return mask_keys(chunk_masks(cat, positions, c))
-
-
-def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.ndarray,
-              dup_first: np.ndarray) -> dict[str, Any]:
+def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pairs) -> dict[str, Any]:
     """Fit every row of chunk c and write it (a Dask task; idempotent).
 
-    dup_rows/dup_first: rows of the chunk (0-based within it) that repeat an earlier row, and that row.
+    duplicates: (row, first row) of the duplicates of the chunk's group; those in the chunk are
+    not fitted but point to the earlier row they repeat.
     A chunk cut short by a smaller catalogue is fitted whole again when the catalogue grows: a row's
     refined values may depend on the batch it was fitted in (in the last bits), and a campaign's
     result must not depend on its history.
@@ -92,6 +89,7 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.nd
     t0 = time.perf_counter()
     start, stop = store.bounds(c)
     n = stop - start
+    dup_rows, dup_first = chunk_duplicates(duplicates, start, stop)
     drawn = chunk_candidates(problem.catalogue, problem.model.permuted_positions, c)
     masks = drawn.masks
     keep = problem.model.keep_atoms(masks)
@@ -117,16 +115,6 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, dup_rows: np.nd
     store.write_chunk(c, out, seconds)
     return {"chunk": c, "rows": n, "fits": int(todo.size),
             "status": np.bincount(out["status"], minlength=len(Status)).tolist(), "seconds": seconds}
-
-
-def duplicate_map(client: Client, cat: CatalogueSettings, positions: np.ndarray, stop_chunk: int) -> np.ndarray:
-    """First occurrence of every row of chunks [0, stop_chunk), from keys computed on the cluster."""
-    run = uuid.uuid4().hex[:8]
-    futures = client.map(chunk_keys, range(stop_chunk), cat=cat, positions=positions,
-                         key=[f"motex-keys-{run}-{c}" for c in range(stop_chunk)])
-    keys = client.gather(futures)
-    del futures
-    return first_occurrence(np.concatenate(keys))
 
 
 class _Progress:
@@ -177,7 +165,8 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
     total = int(store.chunk_rows()[todo].sum())
     log.info("fit stage: %d of %d chunks to do (%d candidates)", len(todo), store.n_chunks, total)
 
-    first = duplicate_map(client, problem.catalogue, problem.model.permuted_positions, todo[-1] + 1)
+    duplicates = find_duplicates(client, problem.catalogue, problem.model.permuted_positions, todo[-1] + 1)
+    wait(list(duplicates.groups.values()))  # the fits need them anyway; this times the catalogue step
     summary["catalogue_seconds"] = time.perf_counter() - t0
     run = uuid.uuid4().hex[:8]
     # A task, not scattered data: if every worker holding it leaves, the scheduler recomputes it.
@@ -185,9 +174,7 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
     attempts = dict.fromkeys(todo, 0)
 
     def submit(c: int) -> Future:
-        start, stop = store.bounds(c)
-        local = np.flatnonzero(first[start:stop] != np.arange(start, stop))
-        return client.submit(fit_chunk, problem_future, store, c, local, first[start + local],
+        return client.submit(fit_chunk, problem_future, store, c, duplicates.of_chunk(c),
                              key=f"motex-fit-{run}-{c}-{attempts[c]}", retries=TASK_RETRIES)
 
     futures = {}

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from motex_dask.catalogue import (catalogue_size, check_catalogue, chunk_bounds, chunk_masks, first_occurrence,
-                                  mask_keys, n_chunks)
+from motex_dask.catalogue import (catalogue_size, check_catalogue, chunk_bounds, chunk_masks, mask_keys,
+                                  n_chunks)
 from motex_dask.settings import CatalogueSettings
 from motex_dask.errors import InputError
 
@@ -63,17 +63,6 @@ def test_exhaustive_lists_every_non_empty_mask_once():
 def test_exhaustive_refuses_large_models():
     with pytest.raises(InputError, match="catalogue.strategy"):
         check_catalogue(CatalogueSettings(strategy="exhaustive"), 30, "c.yaml")
-
-
-def test_first_occurrence_points_to_the_earliest_identical_row():
-    masks = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1], [0, 1, 0], [1, 1, 1], [1, 0, 1]], dtype=bool)
-    assert first_occurrence(mask_keys(masks)).tolist() == [0, 1, 0, 1, 4, 0]
-
-
-def test_keys_are_exact_beyond_64_atoms():
-    a = np.zeros((2, 130), dtype=bool)
-    a[1, 129] = True  # differs only in the last bit
-    assert first_occurrence(mask_keys(a)).tolist() == [0, 1]
 
 
 def test_chunk_bounds():

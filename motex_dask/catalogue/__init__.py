@@ -28,7 +28,7 @@ from .subsets import draw_bernoulli, draw_uniform_size
 
 __all__ = ["SHAPE_ELLIPSOID", "SHAPE_FILL", "SHAPE_NAMES", "SHAPE_NONE", "SHAPE_SPHERE", "Candidates", "DRAWERS",
            "catalogue_size", "check_catalogue", "chunk_bounds", "chunk_candidates", "chunk_masks",
-           "first_occurrence", "mask_keys", "n_chunks"]
+           "mask_keys", "n_chunks"]
 
 #: The random strategies: name -> draw(part, positions, rng, rows), each from its own stream.
 DRAWERS: dict[str, Callable[..., Candidates]] = {
@@ -98,8 +98,3 @@ def mask_keys(masks: np.ndarray) -> np.ndarray:
     packed = np.ascontiguousarray(np.packbits(np.asarray(masks, dtype=bool), axis=1))
     return packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
 
-
-def first_occurrence(keys: np.ndarray) -> np.ndarray:
-    """For every row, the index of the first row with the same key (itself if unique)."""
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return first[inverse.ravel()].astype(np.int64)
