@@ -10,7 +10,7 @@ from pathlib import Path
 
 from campaign_fixtures import write_campaign
 from motex_dask.campaign import run_campaign
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 
 SIZE, CHUNK = 2400, 100
 LOCAL_PROFILE = """kind: local

@@ -24,7 +24,7 @@ import yaml
 from campaign_fixtures import assert_same_store, write_campaign
 from motex_dask.campaign import run_campaign
 from motex_dask.cluster import ClusterProfile, load_profile, open_client, submit_batch_script, write_batch_script
-from motex_dask.config import load_campaign
+from motex_dask.campaign_file import load_campaign
 from motex_dask.store import CampaignStore
 from slurm_helpers import CHUNK, SIZE, fit_tasks, local_reference, why_no_slurm, write_recorder
 
