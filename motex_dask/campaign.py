@@ -10,7 +10,8 @@ import json
 import logging
 import resource
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from .cluster import load_profile, open_client
 from .campaign_file import load_campaign, parse_campaign
 from .settings import Campaign
 from .data import PDFData, read_pdf
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .graph import FitProblem, run_fits
 from .store import CampaignStore
 from .structure import StartingModel, load_model
@@ -41,7 +42,7 @@ class Inputs:
 
 def prepare(campaign: Campaign) -> Inputs:
     """Read and check every input file before anything is written."""
-    model = load_model(campaign.structure, campaign.permute, campaign.threshold)
+    model = load_model(campaign.structure, campaign.permute, campaign.threshold, campaign.fit.radiation)
     data = read_pdf(campaign.data).window(campaign.fit.rmin, campaign.fit.rmax)
     check_catalogue(campaign.catalogue, model.n_perm, str(campaign.path))
     return Inputs(campaign, model, data)
@@ -58,7 +59,8 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
     campaign = inputs.campaign
     profile = load_profile(cluster or campaign.cluster, base_dir=campaign.path.parent)
     t0 = time.perf_counter()
-    with CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
+    with _resumable(campaign.store_path), \
+            CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
         summary: dict[str, Any] = {"store_seconds": time.perf_counter() - t0}
         problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
         if store.incomplete_chunks():
@@ -69,7 +71,18 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
             summary["fits"] = run_fits(None, store, problem, progress=progress)
     if fits_only:
         return summary
-    return _learn_and_report(inputs, profile, summary, client)
+    with _resumable(campaign.store_path):
+        return _learn_and_report(inputs, profile, summary, client)
+
+
+@contextmanager
+def _resumable(store_url: str) -> Iterator[None]:
+    """Ctrl-C inside: say that the finished chunks are kept and how to go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"every finished chunk is saved in {store_url}; run the same command again "
+                          "to resume") from None
 
 
 def _stage_client(profile: Any, stage: str, client: Client | None) -> AbstractContextManager[Client]:

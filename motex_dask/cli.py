@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import logging
 import os
@@ -20,12 +21,12 @@ import sys
 import typing
 from pathlib import Path
 
-from .errors import InputError
+from .errors import EXIT_CODES, InputError, Interrupted, MotexError, OutOfSpaceError
 
 log = logging.getLogger("motex_dask")
 
 
-#: Write failures that are the environment's, not a bug: one line and exit 2, like bad input.
+#: Write failures that are the environment's, not a bug: one line, exit 2 (3 for a full disk).
 _WRITE_ERRORS = {
     errno.ENOSPC: "free some space or point the output/store elsewhere",
     errno.EDQUOT: "free some space or point the output/store elsewhere",
@@ -36,6 +37,10 @@ _WRITE_ERRORS = {
     errno.ENOENT: "create the folder first or choose another path",
     errno.ENOTDIR: "part of the path is a file, not a folder; choose another path",
 }
+
+
+#: Write failures that are a full disk or quota: a run-time condition (OutOfSpaceError's exit code).
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -93,17 +98,18 @@ def _os_error_line(err: OSError, args: argparse.Namespace) -> str:
     what = err.strerror or str(err) or type(err).__name__
     hint = _WRITE_ERRORS.get(err.errno)
     text = f"{where}: {what}" + (f"; {hint}" if hint else "")
-    if hint and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and getattr(args, "campaign", None):
+    if hint and err.errno in _OUT_OF_SPACE and getattr(args, "campaign", None):
         text += "; finished chunks are kept, run again to resume"
     return text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.dry_run:
+    if args.dry_run:  # every input is checked as a real run checks it, then nothing is started
+        from .campaign import prepare
         from .cluster import job_script, load_profile
         from .campaign_file import load_campaign
 
-        campaign = load_campaign(args.campaign)
+        campaign = prepare(load_campaign(args.campaign)).campaign
         profile = load_profile(args.cluster or campaign.cluster, base_dir=campaign.path.parent)
         if profile.kind == "local":
             print(job_script(profile))
@@ -156,33 +162,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `motex pdf` numeric options and their defaults.
+_PDF_NUMBERS = {"qmin": 0.7, "qmax": 20.0, "qdamp": 0.05, "qbroad": 0.01, "rmin": 1.0, "rmax": 20.0,
+                "rstep": 0.01, "uiso": 0.005, "zoom": 1.0}
+
+
 def cmd_pdf(args: argparse.Namespace) -> int:
-    from .pdf import pdf_from_atoms, write_gr
-    from .structure import read_structure
+    import numpy as np
+
+    from .pdf import check_settings, pdf_from_atoms, write_gr
+    from .structure import check_radiation, read_structure
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:  # e.g. -o data.gr would replace the measured data
         raise InputError(f"{out}: already exists; choose another name, or add --overwrite to replace it")
+    numbers = {name: getattr(args, name) for name in _PDF_NUMBERS}
+    problems = check_settings(**numbers)
+    if problems:
+        name, problem = problems[0]
+        raise InputError(f"option --{name}: {problem}")
     atoms = read_structure(args.structure)
-    settings = dict(qmin=args.qmin, qmax=args.qmax, qdamp=args.qdamp, qbroad=args.qbroad, rmin=args.rmin,
-                    rmax=args.rmax, rstep=args.rstep, uiso=args.uiso, zoom=args.zoom, radiation=args.radiation)
-    _check_pdf_settings(settings)
+    check_radiation(atoms, args.radiation, args.structure)
+    settings = {**numbers, "radiation": args.radiation}
     r, g = pdf_from_atoms(atoms.get_chemical_symbols(), atoms.get_positions(), **settings)
-    write_gr(args.output, r, g, {"structure": str(Path(args.structure).resolve()), **settings})
-    log.info("wrote %s (%d points)", args.output, len(r))
+    if not np.isfinite(g).all():  # never write NaN; the ranges above should make this unreachable
+        raise InputError(f"{args.structure}: the PDF is not finite with these settings; check the coordinates")
+    write_gr(out, r, g, {"structure": str(Path(args.structure).resolve()), **settings})
+    log.info("wrote %s (%d points)", out, len(r))
     return 0
-
-
-def _check_pdf_settings(s: dict) -> None:
-    for lo, hi in (("qmin", "qmax"), ("rmin", "rmax")):
-        if not s[lo] < s[hi]:
-            raise InputError(f"option --{lo}: must be below --{hi} (got {s[lo]} and {s[hi]})")
-    for name in ("qdamp", "qbroad", "qmin", "rmin"):
-        if s[name] < 0:
-            raise InputError(f"option --{name}: must be >= 0 (got {s[name]})")
-    for name in ("rstep", "uiso", "zoom"):
-        if s[name] <= 0:
-            raise InputError(f"option --{name}: must be > 0 (got {s[name]})")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -213,6 +220,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+@functools.cache  # one parser per process: building it looks up translations on disk (slow in loops)
 def build_parser() -> argparse.ArgumentParser:
     # -q/-v work before and after the command (`motex -q run x.yaml`, `motex run x.yaml -q`);
     # SUPPRESS keeps a subcommand's unset flag from overwriting the top-level one.
@@ -220,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="warnings and errors only, no progress bar")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-    parser = _Parser(prog="motex", description="ML-MotEx motif extraction as a Dask campaign.")
+    codes = "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES.items())
+    parser = _Parser(prog="motex", description="ML-MotEx motif extraction as a Dask campaign.",
+                     epilog=f"exit codes:\n{codes}\n\n-v shows the traceback behind an error.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -228,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="run, resume or extend a campaign")
     p.add_argument("campaign", help="campaign file (YAML)")
     p.add_argument("--cluster", help="cluster profile name or file (overrides the campaign's)")
-    p.add_argument("--dry-run", action="store_true", help="print the worker job script and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every input, print the worker job script and exit (nothing is written)")
     p.add_argument("--fits-only", action="store_true", help="stop after the fit stage (steps 1-2)")
     # Written into the scripts of `motex submit --nodes`, not typed by people.
     p.add_argument("--allocation", action="store_true", help=argparse.SUPPRESS)
@@ -255,9 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pdf", parents=[common], help="the PDF G(r) of a structure file")
     p.add_argument("structure")
     p.add_argument("-o", "--output", required=True, help="two-column text file r G")
-    for name, default in (("qmin", 0.7), ("qmax", 20.0), ("qdamp", 0.05), ("qbroad", 0.01), ("rmin", 1.0),
-                          ("rmax", 20.0), ("rstep", 0.01), ("uiso", 0.005), ("zoom", 1.0)):
-        p.add_argument(f"--{name}", type=float, default=default, help=f"(default {default})")
+    from .pdf.calculator import SETTING_RANGES  # here, not at the top: `motex --help` stays quick
+
+    for name, default in _PDF_NUMBERS.items():
+        lo, hi, lo_ok = SETTING_RANGES[name]
+        p.add_argument(f"--{name}", type=float, default=default,
+                       help=f"(default {default}; {'[' if lo_ok else '('}{lo:g}, {hi:g}])")
     p.add_argument("--radiation", choices=("xray", "neutron"), default="xray")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.gr if it exists")
     p.set_defaults(func=cmd_pdf)
@@ -282,8 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """A message on one line (a library's multi-line reason joined with '; ')."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no details)"
+
+
+def _fail(err: BaseException, prefix: str, message: str, code: int) -> int:
+    """Print one `prefix: message` line (after the traceback with -v) and return the exit code."""
+    log.debug("the traceback behind the error below:", exc_info=err)
+    print(f"{prefix}: {_one_line(message)}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; the exit code is 0, 2 for bad input (one ``error:`` line), 130 on Ctrl-C."""
+    """Run one command. Exit 0, or one ``error:`` line and its kind's exit code (errors.EXIT_CODES)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a usage error already printed as one line
@@ -291,20 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.quiet, args.verbose)
     try:
         return args.func(args)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except Interrupted as err:  # Ctrl-C while a campaign was running: what is saved, how to resume
+        return _fail(err, "interrupted", str(err), err.exit_code)
+    except KeyboardInterrupt as err:
+        return _fail(err, "interrupted", "nothing was written", 130)
+    except MotexError as err:
+        return _fail(err, "error", str(err), err.exit_code)
     except Exception as err:
         os_err = _os_error(err)
         if os_err is None:
             raise  # a bug: the traceback is what a bug report needs
-        log.debug("details", exc_info=err)
-        print(f"error: {_os_error_line(os_err, args)}", file=sys.stderr)
-        return 2 if os_err.errno in _WRITE_ERRORS else 1
-    except KeyboardInterrupt:
-        print("interrupted: every finished chunk is saved; run the same command again to resume",
-              file=sys.stderr)
-        return 130
+        code = (OutOfSpaceError.exit_code if os_err.errno in _OUT_OF_SPACE
+                else InputError.exit_code if os_err.errno in _WRITE_ERRORS else 1)
+        return _fail(err, "error", _os_error_line(os_err, args), code)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ profile says ``tls: false``; the local cluster listens on the loopback interface
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import re
@@ -30,33 +31,30 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
-from dask_jobqueue import PBSCluster, SGECluster, SLURMCluster
-from dask_jobqueue.core import Job, JobQueueCluster
-from dask_jobqueue.slurm import SLURMRunner
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
-from .errors import InputError
+from .errors import ClusterError, InputError
+
+if TYPE_CHECKING:
+    from dask_jobqueue.core import Job, JobQueueCluster
 
 log = logging.getLogger("motex_dask")
 
-# Importing dask_jobqueue (its runner module) turns Ctrl-C into a silent sys.exit(); restore the
-# default so an interrupted campaign reports itself and exits non-zero (the store stays resumable).
-if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
 dask.config.update_defaults(yaml.safe_load(Path(__file__).with_name("cluster.yaml").read_text()))
 
-BATCH_KINDS: dict[str, type[JobQueueCluster]] = {"slurm": SLURMCluster, "pbs": PBSCluster, "sge": SGECluster}
+#: Batch systems, each a dask-jobqueue cluster class (see `batch_cluster_class`).
+BATCH_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster"}
 KINDS = ("local", *BATCH_KINDS)
 STAGES = ("fit", "learn")
 # Profile sections each kind accepts ("description" is free text for people).
@@ -99,7 +97,11 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Clus
     ``base_dir/cluster_profiles``, ``./cluster_profiles``, then the packaged profiles."""
     path = _find_profile(str(name_or_path), base_dir)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file; a cluster profile is YAML text") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the cluster profile ({err.strerror})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
@@ -123,7 +125,7 @@ def open_client(profile: ClusterProfile, stage: str) -> Iterator[Client]:
                                memory_limit=opts["memory-limit"], dashboard_address=opts["dashboard-address"],
                                processes=True, host="127.0.0.1")
     else:
-        cluster = BATCH_KINDS[profile.kind](**_cluster_kwargs(profile, stage))
+        cluster = batch_cluster_class(profile.kind)(**_cluster_kwargs(profile, stage))
     with cluster, Client(cluster) as client:
         if profile.kind != "local" and stage == "fit":
             cluster.adapt(minimum_jobs=profile.fit["minimum-jobs"], maximum_jobs=profile.fit["maximum-jobs"])
@@ -272,8 +274,8 @@ def allocation_client(profile: ClusterProfile, credentials: Path | None) -> Iter
     # themselves SIGINT; ignored here, so that they return normally.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        runner = SLURMRunner(scheduler_file=str(folder / "motex-scheduler-{job_id}.json"),
-                             scheduler_options=scheduler, worker_options=worker)
+        runner = _jobqueue().slurm.SLURMRunner(scheduler_file=str(folder / "motex-scheduler-{job_id}.json"),
+                                               scheduler_options=scheduler, worker_options=worker)
     finally:
         signal.signal(signal.SIGINT, previous)
     if runner.role.name != "client":
@@ -291,7 +293,7 @@ def submit_batch_script(path: Path, profile: ClusterProfile) -> str:
     if profile.kind == "local":
         raise InputError(f"cluster profile '{profile.name}' is kind local: there is no batch system to submit to")
     path = Path(path).resolve()
-    job_cls = BATCH_KINDS[profile.kind].job_cls
+    job_cls = batch_cluster_class(profile.kind).job_cls
     cmd = [*shlex.split(job_cls.submit_command), str(path)]
     try:
         proc = subprocess.run(cmd, cwd=path.parent, capture_output=True, text=True, check=False)
@@ -303,6 +305,26 @@ def submit_batch_script(path: Path, profile: ClusterProfile) -> str:
         raise InputError(f"{cmd[0]} did not accept {path} (profile {profile.source or profile.name}): "
                          f"{(proc.stderr + proc.stdout).strip()}")
     return match.group("job_id")
+
+
+@functools.cache
+def _jobqueue() -> types.ModuleType:
+    """dask_jobqueue, imported on first use (it also registers its `jobqueue.*` config).
+
+    Its import sets a Ctrl-C handler that exits silently; the handler in place before is put back,
+    so an interrupted campaign still reports itself (and importing motex_dask changes no handler).
+    """
+    before = signal.getsignal(signal.SIGINT)
+    import dask_jobqueue
+
+    if before is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, before)
+    return dask_jobqueue
+
+
+def batch_cluster_class(kind: str) -> type[JobQueueCluster]:
+    """The dask-jobqueue cluster class of a batch kind (slurm, pbs, sge)."""
+    return getattr(_jobqueue(), BATCH_KINDS[kind])
 
 
 # -- profiles -----------------------------------------------------------------------------------
@@ -408,6 +430,7 @@ def _resolve_learn(learn: dict[str, Any], cores: int, path: Path) -> dict[str, A
 
 
 def _jobqueue_keys(kind: str) -> list[str]:
+    _jobqueue()  # registers dask-jobqueue's config
     keys = [k.replace("_", "-") for k in dask.config.get(f"jobqueue.{kind}")]
     # Where `account` exists, `project` is its deprecated spelling (SGE's -P project is not).
     deprecated = (*_DEPRECATED, "project") if "account" in keys else _DEPRECATED
@@ -441,7 +464,7 @@ def _merged(raw: dict, name: str, path: Path) -> dict[str, Any]:
 def _parse(parser: Any, value: Any, path: Path, key: str, expected: str) -> Any:
     try:
         return parser(value)
-    except (ValueError, TypeError, KeyError):
+    except Exception:  # dask's parsers raise ValueError, TypeError, KeyError, AttributeError, …
         raise InputError(f"{path}: '{key}' must be {expected} (got {value!r})") from None
 
 
@@ -461,6 +484,7 @@ def _walltime_seconds(value: Any, path: Path, key: str) -> float | None:
 def _jobqueue_value(profile: ClusterProfile, key: str) -> Any:
     """A jobqueue option as the jobs will see it: the profile's, else dask-jobqueue's config."""
     value = profile.options.get(key)
+    _jobqueue()  # registers dask-jobqueue's config
     return value if value is not None else dask.config.get(f"jobqueue.{profile.kind}.{key}", None)
 
 
@@ -505,7 +529,7 @@ def _cluster_kwargs(profile: ClusterProfile, stage: str) -> dict[str, Any]:
 
 def _job(profile: ClusterProfile, kwargs: dict[str, Any], scheduler: str) -> Job:
     try:
-        return BATCH_KINDS[profile.kind].job_cls(scheduler=scheduler, name="<worker-name>", **kwargs)
+        return batch_cluster_class(profile.kind).job_cls(scheduler=scheduler, name="<worker-name>", **kwargs)
     except (TypeError, ValueError) as err:
         raise InputError(f"{profile.source}: dask-jobqueue rejected the jobqueue options: {err}") from None
 
@@ -530,6 +554,6 @@ def _start_fixed(cluster: JobQueueCluster, client: Client, profile: ClusterProfi
         client.wait_for_workers(expected, timeout=timeout)
     except TimeoutError:
         have = len(client.scheduler_info()["workers"])
-        raise RuntimeError(f"learn stage: {have} of {expected} workers started within {timeout:.0f} s "
+        raise ClusterError(f"learn stage: {have} of {expected} workers started within {timeout:.0f} s "
                            f"(profile {profile.source}); check the queue and the job logs, or raise "
-                           "learn.wait-timeout") from None
+                           "learn.wait-timeout; the fits are kept") from None

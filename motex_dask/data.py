@@ -133,8 +133,11 @@ def read_pdf(path: str | Path) -> PDFData:
     if not any(line.strip() for line in lines):
         raise InputError(f"{path}: the data file is empty; expected lines of numbers r G [dG]")
     start = _data_start(lines)
-    header_numeric = [i for i, line in enumerate(lines[:start]) if _tokens(line) and
-                      all(_is_number(t) for t in _tokens(line))]
+    # Without a start marker, a header of many numeric lines is data broken by a bad line; with
+    # one, the header is whatever the writer put before it (PDFgetX3 writes numeric settings).
+    marked = start > 0 and _START_DATA.match(lines[start - 1].strip()) is not None
+    header_numeric = [] if marked else [i for i, line in enumerate(lines[:start]) if _tokens(line) and
+                                        all(_is_number(t) for t in _tokens(line))]
     if len(header_numeric) > _MAX_NUMERIC_HEADER_LINES:
         # Numbers, then a non-numeric line, then more numbers: a broken line inside the data.
         bad = next(i for i in range(header_numeric[0], start) if lines[i].strip()

@@ -31,7 +31,7 @@ from .catalogue import chunk_candidates
 from .settings import CatalogueSettings, FitSettings
 from .data import PDFData
 from .duplicates import Pairs, chunk_duplicates, find_duplicates
-from .errors import InputError
+from .errors import InputError, LostWorkError
 from .fit import Engine, Status, make_engine
 from .store import REFINED, SNAPSHOT_SECONDS, CampaignStore, shape_columns
 from .structure import StartingModel
@@ -218,8 +218,10 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
                 futures[f.key] = (c, f)
                 pending.add(f)
                 continue
-            raise RuntimeError(f"fit task of chunk {c} was lost {attempts[c] + 1} times "
-                               f"({error or future.status}); is the cluster losing workers?")
+            raise LostWorkError(f"the fit task of chunk {c} was lost with its worker {attempts[c] + 1} times "
+                                f"({error or future.status}): workers are dying or leaving while they fit, "
+                                "often out of memory; give workers more memory (cluster profile: jobqueue.memory "
+                                "or local.memory-limit) or lower catalogue.chunk_size, then run again to resume")
     finally:
         bar.close()
         client.cancel([f for _, f in futures.values()])

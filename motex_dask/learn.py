@@ -31,7 +31,7 @@ from distributed.comm import get_address_host
 from xgboost import dask as dxgb
 
 from .settings import LearnSettings
-from .errors import InputError
+from .errors import InputError, LearnError
 from .fit.result import Status
 from .store import CampaignStore
 
@@ -302,7 +302,9 @@ def _search(client: Client, features: Features, settings: LearnSettings, n_train
             rows.append({**row, "state": "COMPLETE", **res, "error": ""})
     done = [r for r in rows if r["state"] == "COMPLETE"]
     if not done:
-        raise RuntimeError(f"every hyper-parameter trial failed; first error: {rows[0]['error']}")
+        raise LearnError(f"every hyper-parameter trial failed (first error: {rows[0]['error']}); give the "
+                         "learn workers more memory (learn.processes fewer per job, or local.memory-limit), or "
+                         "set learn.tune: false to train with fixed settings; the fits are kept")
     best = min(done, key=lambda r: r["cv_rmse"])
     params = {k: best[k] for k in space}
     return params, int(best["n_rounds"]), rows

@@ -13,28 +13,28 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ase
 import ase.io
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from ase.data import atomic_numbers, covalent_radii
+from matplotlib.colors import TwoSlopeNorm
 
-matplotlib.use("Agg")  # files only, never a window (clusters and CI have no display)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from ase.data import atomic_numbers, covalent_radii  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-
-from .settings import Campaign  # noqa: E402
-from .data import PDFData  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .explain import Contributions  # noqa: E402
-from .fit import Engine, Status, make_engine  # noqa: E402
-from .learn import TrainResult  # noqa: E402
-from .store import CampaignStore  # noqa: E402
-from .structure import StartingModel  # noqa: E402
+from .settings import Campaign
+from .data import PDFData
+from .errors import InputError
+from .explain import Contributions
+from .fit import Engine, Status, make_engine
+from .learn import TrainResult
+from .store import CampaignStore
+from .structure import StartingModel
 
 log = logging.getLogger("motex_dask")
 
@@ -222,6 +222,18 @@ def write_candidates(out: Path, model: StartingModel, data: PDFData | None, cont
 
 # ----------------------------------------------------------------------------------------- plots
 
+@contextmanager
+def _files_only() -> Iterator[None]:
+    """pyplot on Agg while the plots are written (clusters and CI have no display, and a desktop
+    must not open windows); the caller's backend is back afterwards."""
+    before = matplotlib.get_backend()
+    plt.switch_backend("agg")
+    try:
+        yield
+    finally:
+        plt.switch_backend(before)
+
+
 def _savefig(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
@@ -391,16 +403,19 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         pd.DataFrame({"r": data.r, "gobs": data.g, **{f"gcalc_{k}": v for k, v in curves.items()}}).to_csv(
             files["fits"], index=False, float_format="%.8g")
         shown = {k: curves[k] for k in list(curves)[:2]}  # the motif and the best candidate
-        files["fit_png"] = plot_fit(out / "motif_fit.png", data.r, data.g, shown)
 
     names_display = [f"{s}{i}" for s, i in zip(contributions.symbols, contributions.atom_index)] + ["motif size"]
-    files["beeswarm_png"] = plot_beeswarm(out / "shap_beeswarm.png", contributions, names_display)
     rows = candidates.to_dict("records")
-    files["rwp_vs_size_png"] = plot_rwp_vs_size(out / "rwp_vs_size.png", train_result, candidates.iloc[1:], rows[0])
-    files["predicted_vs_true_png"] = plot_predicted_vs_true(out / "predicted_vs_true.png", train_result)
-    files["learning_curve_png"] = plot_learning_curve(out / "learning_curve.png", train_result)
-    files["structure_png"] = plot_structure(out / "structure_contributions.png", model, values)
-    files["contributions_png"] = plot_contributions(out / "atom_contributions.png", table)
+    with _files_only():
+        if curves:
+            files["fit_png"] = plot_fit(out / "motif_fit.png", data.r, data.g, shown)
+        files["beeswarm_png"] = plot_beeswarm(out / "shap_beeswarm.png", contributions, names_display)
+        files["rwp_vs_size_png"] = plot_rwp_vs_size(out / "rwp_vs_size.png", train_result, candidates.iloc[1:],
+                                                    rows[0])
+        files["predicted_vs_true_png"] = plot_predicted_vs_true(out / "predicted_vs_true.png", train_result)
+        files["learning_curve_png"] = plot_learning_curve(out / "learning_curve.png", train_result)
+        files["structure_png"] = plot_structure(out / "structure_contributions.png", model, values)
+        files["contributions_png"] = plot_contributions(out / "atom_contributions.png", table)
 
     top = table.head(10)
     summary = {

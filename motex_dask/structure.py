@@ -13,6 +13,7 @@ from ase.io.formats import UnknownFileTypeError
 from scipy.spatial import cKDTree
 
 from .errors import InputError
+from .pdf import missing_factors
 
 #: Two atoms closer than this (Å) are almost certainly a duplicated site, not chemistry.
 MIN_SEPARATION = 0.5
@@ -129,6 +130,18 @@ def build_model(atoms: ase.Atoms, permute: tuple[str, ...], threshold: float,
     return StartingModel(symbols=symbols, positions=positions, permuted=permuted, ligand_of=ligand_of)
 
 
-def load_model(path: str | Path, permute: tuple[str, ...], threshold: float) -> StartingModel:
+def check_radiation(atoms: ase.Atoms, radiation: str, source: str) -> None:
+    """Every element of the structure must scatter the chosen radiation (have a form factor)."""
+    missing = missing_factors(atoms.get_chemical_symbols(), radiation)
+    if missing:
+        other = "neutron" if radiation == "xray" else "xray"
+        raise InputError(f"{source}: no {radiation} scattering factor for {', '.join(missing)}; "
+                         f"use the {other} radiation or replace those atoms")
+
+
+def load_model(path: str | Path, permute: tuple[str, ...], threshold: float,
+               radiation: str = "xray") -> StartingModel:
     """Read a structure file and build the starting model for a campaign."""
-    return build_model(read_structure(path), permute, threshold, source=str(path))
+    atoms = read_structure(path)
+    check_radiation(atoms, radiation, str(path))
+    return build_model(atoms, permute, threshold, source=str(path))

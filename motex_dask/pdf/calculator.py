@@ -17,6 +17,7 @@ The pieces the fit engines reuse (Q grid, the linear map F -> G) are public.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,43 @@ TAIL_PER_FWHM = math.sqrt(-math.log(PEAK_PRECISION) / (4.0 * math.log(2.0)))
 N_RIPPLES = 6
 MAX_EXTENSION = 10.0
 _PAIR_CHUNK = 20000  # pairs per vectorised block: bounds memory to ~chunk*nQ doubles
+
+#: Accepted values of each calculator setting: (lowest, highest, whether `lowest` itself is allowed).
+#: Past them the PDF means nothing or its grids outgrow memory (qmax and rmax size the Q grid);
+#: the usual values sit well inside: qmax 20–40 Å⁻¹, qdamp/qbroad 0.01–0.1 Å⁻¹, uiso 0.001–0.05 Å².
+SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
+    "qmin": (0.0, 100.0, True), "qmax": (0.0, 100.0, False), "qdamp": (0.0, 1.0, True),
+    "qbroad": (0.0, 1.0, True), "rmin": (0.0, 1000.0, True), "rmax": (0.0, 1000.0, False),
+    "rstep": (1e-4, 1.0, True), "uiso": (0.0, 1.0, False), "zoom": (0.1, 10.0, True),
+}
+#: Most r points of one calculated PDF (100 Å at 0.0001 Å steps).
+MAX_R_POINTS = 1_000_000
+
+
+def check_settings(**settings: float) -> list[tuple[str, str]]:
+    """Problems with calculator settings as (setting, what is wrong); [] when they are usable."""
+    problems = []
+    for name, value in settings.items():
+        lo, hi, lo_ok = SETTING_RANGES[name]
+        if not math.isfinite(value):
+            problems.append((name, f"must be a finite number (got {value})"))
+        elif not (lo <= value if lo_ok else lo < value) or value > hi:
+            problems.append((name, f"must lie in {'[' if lo_ok else '('}{lo:g}, {hi:g}] (got {value:g})"))
+    if problems:
+        return problems
+    for lo, hi in (("qmin", "qmax"), ("rmin", "rmax")):
+        if lo in settings and hi in settings and not settings[lo] < settings[hi]:
+            problems.append((lo, f"must be below {hi} (got {lo}={settings[lo]:g}, {hi}={settings[hi]:g})"))
+    if not problems and {"rmin", "rmax", "rstep"} <= settings.keys():
+        rmin, rmax, rstep = settings["rmin"], settings["rmax"], settings["rstep"]
+        n = rmax_steps(rmax, rstep) - rmin_steps(rmin, rstep)
+        if n < 2:
+            problems.append(("rstep", f"gives {max(n, 0)} r points from rmin={rmin:g} to rmax={rmax:g} "
+                                      f"(got rstep={rstep:g}); use a finer step or a wider range"))
+        elif n > MAX_R_POINTS:
+            problems.append(("rstep", f"gives {n} r points, more than {MAX_R_POINTS} (got rstep={rstep:g}); "
+                                      "use a coarser step or a shorter range"))
+    return problems
 
 
 def rmin_steps(rmin: float, rstep: float) -> int:
@@ -149,6 +187,25 @@ def transform_matrix(grid: QGrid, r: np.ndarray, rstep: float, qdamp: float) -> 
     return t
 
 
+def sine_transform(grid: QGrid, f: np.ndarray, r: np.ndarray, rstep: float, qdamp: float) -> np.ndarray:
+    """``transform_matrix(grid, r, rstep, qdamp) @ f`` through an FFT, as srreal computes it.
+
+    O(Npad2 log Npad2) instead of O(len(r) × nq): a long r range or a fine step stays cheap.
+    """
+    r = np.asarray(r, dtype=float)
+    npad = fft_length(grid, rstep)
+    padded = np.zeros(2 * npad)
+    padded[grid.kmin:grid.nq] = f[grid.kmin:]
+    # -Im FFT_j = Σ_k F_k sin(π k j / Npad2): the sine transform on r_j = j π / (Npad2 qstep),
+    # periodic in j with period 2 Npad2 (as the matrix's k*j modulo 2*Npad2).
+    sines = -np.fft.fft(padded).imag * (2.0 / math.pi) * grid.qstep
+    xdrp = r / (math.pi / (npad * grid.qstep))
+    jlo = xdrp.astype(np.int64)
+    whi = xdrp - jlo
+    g = (1.0 - whi) * sines[jlo % (2 * npad)] + whi * sines[(jlo + 1) % (2 * npad)]
+    return g * np.exp(-0.5 * (qdamp * r) ** 2) if qdamp > 0 else g
+
+
 @dataclass(frozen=True)
 class PairTable:
     """All atom pairs i<j of a structure, with element-pair type indices."""
@@ -228,12 +285,21 @@ def pdf_from_atoms(symbols, positions, *, qmin: float, qmax: float, qdamp: float
     grid = inst.qgrid(float(np.max(uiso)))
     f = structure_function(pairs, grid, uiso, qbroad, radiation, zoom)
     r = inst.r()
-    return r, transform_matrix(grid, r, rstep, qdamp) @ f
+    return r, sine_transform(grid, f, r, rstep, qdamp)
 
 
 def write_gr(path, r: np.ndarray, g: np.ndarray, header: dict) -> None:
-    """Write a two-column (r, G) text file with one `# key: value` header line per entry."""
+    """Write a two-column (r, G) text file with one `# key: value` header line per entry.
+
+    Written beside the target and renamed over it: a failed write (full disk) leaves no partial file.
+    """
     lines = [f"# {key}: {value}" for key, value in header.items()]
     lines.append("# r(Å) G(Å^-2)")
     lines += [f"{ri:.6f} {gi:.10g}" for ri, gi in zip(np.asarray(r, float), np.asarray(g, float))]
-    Path(path).write_text("\n".join(lines) + "\n")
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text("\n".join(lines) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

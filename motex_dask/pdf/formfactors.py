@@ -31,6 +31,18 @@ def scattering_factors(elements: list[str] | tuple[str, ...], q: np.ndarray, rad
     return out
 
 
+def missing_factors(elements, radiation: str = "xray") -> list[str]:
+    """The elements among `elements` that have no scattering factor for `radiation` (e.g. Og, or Tc
+    for neutrons): a structure holding them cannot be calculated."""
+    missing = []
+    for el in dict.fromkeys(str(e) for e in elements):
+        try:
+            scattering_factors([el], np.zeros(1), radiation)
+        except ValueError:
+            missing.append(el)
+    return missing
+
+
 def neutron_length(element: str) -> float:
     """Coherent neutron scattering length b_c of `element` in fm (periodictable)."""
     import periodictable
