@@ -91,6 +91,7 @@ def write_planted_store(path: str | Path, size: int, n_perm: int = 40, n_planted
     chunk = dict(shape=(n_chunks,), chunks=(1,), dimension_names=("chunk",))
     done = root.create_array("chunk_done", dtype="int32", fill_value=0, **chunk)
     secs = root.create_array("chunk_seconds", dtype="float64", fill_value=0.0, **chunk)
+    ends = root.create_array("chunk_end", dtype="float64", fill_value=0.0, **chunk)
     root.create_array("atom_index", shape=(n_perm,), chunks=(n_perm,), dtype="int64", fill_value=-1,
                       dimension_names=("atom",))[:] = model.permuted
     planted = np.arange(n_planted)
@@ -113,6 +114,7 @@ def write_planted_store(path: str | Path, size: int, n_perm: int = 40, n_planted
         arrays["uiso"][start:stop] = np.where(ok, 0.005, np.nan)
         arrays["status"][start:stop] = status
         secs[c] = time.perf_counter() - t0
+        ends[c] = time.time()
         done[c] = n  # written last, as the store's ledger rule says
     root.attrs["motex_dask"] = {
         "format": 1, "version": "synthetic", "fingerprint": f"planted-{seed}", "size": size,

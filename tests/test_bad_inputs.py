@@ -23,7 +23,7 @@ import yaml
 
 from campaign_fixtures import write_campaign
 from motex_dask import cli
-from motex_dask.store import status_report
+from motex_dask.store import LOCK_KEY, status_report
 
 CLI = [sys.executable, "-m", "motex_dask.cli"]
 
@@ -373,3 +373,15 @@ def test_disk_full_while_writing_is_one_line_and_the_run_resumes(workspace, tmp_
     assert again.returncode == 0, again.stderr
     status = status_report(str(tmp_path / "fresh" / "store.zarr"))
     assert status["fits_done"] == status["fits_total"] == 300
+
+
+def test_a_lock_without_its_pid_is_taken_over(workspace, tmp_path):
+    """A lock file missing a field (written by hand, or torn) is no live run: the next run takes it over."""
+    shutil.copytree(workspace, tmp_path / "ws", symlinks=True)
+    store = tmp_path / "ws" / "results" / "store.zarr"
+    (store / LOCK_KEY).write_text('{"host": "elsewhere", "started": 1700000000.0, "heartbeat": 1700000000.0, '
+                                  '"token": "x"}')
+    done = run_cli(["run", "campaign.yaml", "--fits-only"], tmp_path / "ws")
+    assert done.returncode == 0, done.stderr
+    assert "taking over the lock of a run that is gone (torn lock)" in done.stderr
+    assert not (store / LOCK_KEY).exists()

@@ -28,10 +28,11 @@ from hypothesis import strategies as st
 
 from campaign_fixtures import write_campaign
 from motex_dask import cli
+from motex_dask.store import LOCK_KEY
 
 #: Generated cases per test; together at least the 2,000 that CI runs.
-EXAMPLES = {"pdf_options": 700, "structure_files": 350, "data_files": 450, "campaign_files": 450,
-            "cluster_profiles": 350}
+EXAMPLES = {"pdf_options": 600, "structure_files": 300, "data_files": 450, "campaign_files": 450,
+            "cluster_profiles": 350, "lock_files": 100}
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
@@ -413,6 +414,31 @@ def test_data_file_with_header_lines_before_its_start_marker(ws):
         assert "qmax: 20.0" in (ws / "new.yaml").read_text()
     finally:
         cleanup(ws, "new.yaml", "d.gr")
+
+
+# ----------------------------------------------------------------------------------- lock files
+
+LOCK = {"host": "node1", "pid": 12345, "pid_start": 1.7e9, "started": 1.7e9, "heartbeat": 1.7e9, "token": "ab12"}
+
+
+@settings(FUZZ, max_examples=EXAMPLES["lock_files"])
+@given(text=mutated_yaml(LOCK), as_json=st.booleans(), raw=st.binary(max_size=30), use_raw=st.integers(0, 9))
+def test_lock_files(planted_store, text, as_json, raw, use_raw):
+    """Whatever a lock file holds (torn by a kill, written by hand, a field missing), `motex status`
+    reports the store and changes nothing."""
+    store = Path(planted_store.path)
+    try:
+        as_json = as_json and json.dumps(yaml.safe_load(text), default=str)
+    except yaml.YAMLError:
+        as_json = False
+    content = raw if use_raw == 0 else as_json.encode() if as_json else text.encode()
+    (store / LOCK_KEY).write_bytes(content)
+    try:
+        rc, stdout = fuzz_run(["status", str(store), "--json"], store)
+        assert rc == 0
+        assert json.loads(stdout)["running"] is None  # no live run holds it on this host
+    finally:
+        (store / LOCK_KEY).unlink()
 
 
 def test_the_fuzz_runs_at_least_2000_cases():

@@ -32,12 +32,21 @@ def format_time(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
 
 
-
 def process_start(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, OverflowError):  # also a nonsense PID
         return None
+
+
+#: The fields of a lock and their types: a lock missing one (or garbled) counts as torn.
+_FIELDS = {"host": str, "pid": int, "started": (int, float), "heartbeat": (int, float), "token": str}
+
+
+def _well_formed(info: Any) -> bool:
+    return isinstance(info, dict) and all(
+        isinstance(info.get(k), t) and not isinstance(info.get(k), bool) for k, t in _FIELDS.items()) \
+        and (info.get("pid_start") is None or isinstance(info["pid_start"], (int, float)))
 
 
 class RunLock:
@@ -68,9 +77,9 @@ class RunLock:
             return None
         try:
             info = json.loads(raw)
-            return info if isinstance(info, dict) and "token" in info else {}
-        except ValueError:
+        except ValueError:  # also UnicodeDecodeError
             return {}
+        return info if _well_formed(info) else {}
 
     @staticmethod
     def is_stale(holder: dict[str, Any]) -> bool:
@@ -80,7 +89,8 @@ class RunLock:
             start = process_start(int(holder["pid"]))
             return start is None or (holder.get("pid_start") is not None
                                      and abs(start - holder["pid_start"]) > 1.0)
-        return time.time() - float(holder.get("heartbeat", 0)) > STALE_LOCK_SECONDS
+        # A heartbeat far in the future is no sign of life either (clocks differ by seconds, not minutes).
+        return abs(time.time() - holder["heartbeat"]) > STALE_LOCK_SECONDS
 
     def acquire(self) -> None:
         for _ in range(3):
