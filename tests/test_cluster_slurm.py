@@ -6,6 +6,7 @@ Needs a running SLURM: ``eval "$(scripts/slurm_local.sh up)"``. Skipped, with th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -235,3 +236,45 @@ def test_submitted_batch_script_runs_the_campaign_inside_one_job(tmp_path: Path,
     assert "fit stage on cluster profile 'local' (local): 2 local workers x 1 threads" in log
     assert_same_store(load_campaign(campaign).store_path, reference)
     wait_until_gone({job})
+
+
+# ------------------------------------------------------------------------- pending worker jobs
+
+@pytest.mark.timeout(240)
+def test_a_job_that_can_never_start_ends_the_run_with_one_line(tmp_path: Path) -> None:
+    """More cores per job than the node has: SLURM keeps the job pending (PartitionConfig) forever;
+    `motex run` stops within 2 minutes with one error line naming the profile key, exit 4."""
+    campaign = write_campaign(tmp_path / "c", size=200, chunk_size=100)
+    cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True)
+               .stdout.split()[0].rstrip("+"))
+    profile = local_profile(tmp_path, "slurm-local", jobqueue={"cores": 64 * cpus, "processes": 1},
+                            fit={"minimum-jobs": 1})
+    before = squeue_ids()
+    t0 = time.monotonic()
+    done = subprocess.run(["motex", "run", str(campaign), "--fits-only", "--cluster", str(profile.source)],
+                          capture_output=True, text=True, timeout=200, cwd=tmp_path)
+    elapsed = time.monotonic() - t0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 4, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(errors) == 1 and done.stderr.rstrip().splitlines()[-1] == errors[0], done.stderr
+    assert "PartitionConfig" in errors[0] and "'jobqueue.cores'" in errors[0], errors[0]
+    assert elapsed < 120, f"took {elapsed:.0f} s"
+    wait_until_gone(squeue_ids() - before)
+
+
+@pytest.mark.timeout(180)
+def test_pending_worker_jobs_are_reported_with_the_schedulers_reason(tmp_path: Path, caplog) -> None:
+    """A job held back by SLURM (here: not before a begin time) is reported, state and reason, within
+    a minute; a reason that passes does not stop the run."""
+    profile = local_profile(tmp_path, "slurm-local", fit={"minimum-jobs": 1},
+                            jobqueue={"job-extra-directives": ["--begin=now+600"]})
+    caplog.set_level(logging.INFO, logger="motex_dask")
+    with open_client(profile, "fit") as client:
+        deadline = time.monotonic() + 60
+        while "waiting in the SLURM queue" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(1)
+        ids = {str(job.job_id) for job in client.cluster.workers.values()}
+    assert re.search(r"fit stage: 1 worker job\(s\) waiting in the SLURM queue: \d+ PENDING \(BeginTime\); "
+                     r"0 workers connected", caplog.text), caplog.text
+    wait_until_gone(ids)
