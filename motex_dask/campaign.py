@@ -24,6 +24,7 @@ from .campaign_file import load_campaign, parse_campaign
 from .settings import Campaign
 from .data import PDFData, read_pdf
 from .errors import InputError, Interrupted
+from .fit.recipe import Recipe
 from .graph import FitProblem, run_fits
 from .store import CampaignStore
 from .structure import StartingModel, load_model
@@ -43,6 +44,10 @@ class Inputs:
 def prepare(campaign: Campaign) -> Inputs:
     """Read and check every input file before anything is written."""
     model = load_model(campaign.structure, campaign.permute, campaign.threshold, campaign.fit.radiation)
+    try:  # per-element Uiso must name exactly the model's elements
+        Recipe.from_settings(campaign.fit, dict.fromkeys(str(s) for s in model.symbols))
+    except ValueError as err:
+        raise InputError(f"{campaign.path}: field 'fit.uiso': {err}") from None
     data = read_pdf(campaign.data).window(campaign.fit.rmin, campaign.fit.rmax)
     check_catalogue(campaign.catalogue, model.n_perm, str(campaign.path))
     return Inputs(campaign, model, data)

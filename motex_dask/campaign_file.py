@@ -45,7 +45,17 @@ def _convert(value: Any, tp: Any, where: str, default: Any = None) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None and len(args) < len(typing.get_args(tp)):
             return None  # an optional field left at "the default": stored settings write null
-        return _convert(value, args[0], where, default)
+        per_key = [a for a in args if typing.get_origin(a) is dict]
+        if per_key and isinstance(value, dict) and value and not set(value) & _keys(args[0]):
+            # uiso: {W: {...}, O: {...}}; each element's block starts from the one-block default
+            return _convert(value, per_key[0], where, default if dataclasses.is_dataclass(default) else None)
+        return _convert(value, args[0], where, default if not isinstance(default, dict) else None)
+    if origin is dict:
+        item = typing.get_args(tp)[1]
+        if not isinstance(value, dict):
+            raise SettingError(where, f"must be a mapping (got {value!r})")
+        base = default if isinstance(default, item) else None
+        return {str(k): _convert(v, item, f"{where}.{k}", base) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             example = ", ".join(f"{k}: {yaml_scalar(v)}" for k, v in to_plain(default or tp()).items()) \
@@ -82,6 +92,11 @@ def _convert(value: Any, tp: Any, where: str, default: Any = None) -> Any:
     if tp is float and math.isnan(value):
         raise SettingError(where, "must be a number, not NaN")
     return Path(value) if tp is Path else (float(value) if tp is float else value)
+
+
+def _keys(tp: Any) -> set[str]:
+    """The campaign-file keys of a settings dataclass (empty for other types)."""
+    return {field_key(f) for f in dataclasses.fields(tp)} if dataclasses.is_dataclass(tp) else set()
 
 
 def _unknown_key_hint(cls: type, key: str, prefix: str) -> str:

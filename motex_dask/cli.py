@@ -164,7 +164,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 #: `motex pdf` numeric options and their defaults.
 _PDF_NUMBERS = {"qmin": 0.7, "qmax": 20.0, "qdamp": 0.05, "qbroad": 0.01, "rmin": 1.0, "rmax": 20.0,
-                "rstep": 0.01, "uiso": 0.005, "zoom": 1.0}
+                "rstep": 0.01, "zoom": 1.0, "delta1": 0.0, "delta2": 0.0}
 
 
 def cmd_pdf(args: argparse.Namespace) -> int:
@@ -183,13 +183,54 @@ def cmd_pdf(args: argparse.Namespace) -> int:
         raise InputError(f"option --{name}: {problem}")
     atoms = read_structure(args.structure)
     check_radiation(atoms, args.radiation, args.structure)
+    uiso = _uiso_option(args.uiso, atoms.get_chemical_symbols())
     settings = {**numbers, "radiation": args.radiation}
-    r, g = pdf_from_atoms(atoms.get_chemical_symbols(), atoms.get_positions(), **settings)
+    r, g = pdf_from_atoms(atoms.get_chemical_symbols(), atoms.get_positions(), uiso=uiso, **settings)
     if not np.isfinite(g).all():  # never write NaN; the ranges above should make this unreachable
         raise InputError(f"{args.structure}: the PDF is not finite with these settings; check the coordinates")
-    write_gr(out, r, g, {"structure": str(Path(args.structure).resolve()), **settings})
+    shown = " ".join(f"{e}={u}" for e, u in uiso.items()) if isinstance(uiso, dict) else uiso
+    write_gr(out, r, g, {"structure": str(Path(args.structure).resolve()), **settings, "uiso": shown})
     log.info("wrote %s (%d points)", out, len(r))
     return 0
+
+
+def _uiso_option(values: list[str] | None, symbols: list[str]) -> float | dict[str, float]:
+    """--uiso VALUE (every atom) or one --uiso EL=VALUE per element of the structure."""
+    from .pdf import check_settings
+
+    values = values or ["0.005"]
+    elements = list(dict.fromkeys(symbols))
+    per_element: dict[str, float] = {}
+    single = []
+    for text in values:
+        element, _, number = text.rpartition("=")
+        try:
+            value = float(number)
+        except ValueError:
+            raise InputError(f"option --uiso: {text!r} is not a number or EL=VALUE (e.g. --uiso 0.005 or "
+                             "--uiso W=0.004 --uiso O=0.012)") from None
+        problems = check_settings(uiso=value)
+        if problems:
+            raise InputError(f"option --uiso: {problems[0][1]}" + (f" for {element}" if element else ""))
+        if not element:
+            single.append(value)
+        elif element not in elements:
+            raise InputError(f"option --uiso: the structure holds no {element!r} (its elements: "
+                             f"{', '.join(elements)})")
+        elif element in per_element:
+            raise InputError(f"option --uiso: {element} is given twice; give one --uiso {element}=VALUE")
+        else:
+            per_element[element] = value
+    if single and (per_element or len(single) > 1):
+        raise InputError("option --uiso: give one --uiso VALUE for every atom, or one --uiso EL=VALUE per "
+                         "element, not both")
+    if single:
+        return single[0]
+    missing = [e for e in elements if e not in per_element]
+    if missing:
+        raise InputError(f"option --uiso: no Uiso for element(s) {', '.join(missing)}; add "
+                         + " ".join(f"--uiso {e}=VALUE" for e in missing))
+    return per_element
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -273,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         lo, hi, lo_ok = SETTING_RANGES[name]
         p.add_argument(f"--{name}", type=float, default=default,
                        help=f"(default {default}; {'[' if lo_ok else '('}{lo:g}, {hi:g}])")
+    p.add_argument("--uiso", action="append", metavar="VALUE | EL=VALUE",
+                   help="Å²: one Uiso for every atom (default 0.005; (0, 1]), or repeated as --uiso EL=VALUE, "
+                        "one per element of the structure")
     p.add_argument("--radiation", choices=("xray", "neutron"), default="xray")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.gr if it exists")
     p.set_defaults(func=cmd_pdf)

@@ -33,7 +33,7 @@ from .data import PDFData
 from .duplicates import Pairs, chunk_duplicates, find_duplicates
 from .errors import InputError, LostWorkError
 from .fit import Engine, Status, make_engine
-from .store import REFINED, SNAPSHOT_SECONDS, CampaignStore, shape_columns
+from .store import SNAPSHOT_SECONDS, CampaignStore, shape_columns
 from .structure import StartingModel
 
 log = logging.getLogger("motex_dask")
@@ -96,7 +96,7 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pai
     out: dict[str, np.ndarray] = {
         "mask": masks,
         "n_atoms": keep.sum(axis=1).astype(np.int32),
-        **{name: np.full(n, np.nan) for name in REFINED},
+        **{name: np.full(n, np.nan) for name in store.refined},
         "status": np.full(n, Status.DUPLICATE, dtype=np.int8),
         "duplicate_of": np.full(n, -1, dtype=np.int64),
         **shape_columns(drawn),
@@ -109,8 +109,8 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pai
         result = _engine(problem).fit(keep[todo])
         status = np.asarray(result.status, dtype=np.int8)
         out["status"][todo] = status
-        for name in REFINED:  # NaN on failed rows; EMPTY rows: rwp 1, scale 0 (the store checks)
-            out[name][todo] = getattr(result, name)
+        for name in store.refined:  # NaN on failed rows; EMPTY rows: rwp 1, scale 0 (the store checks)
+            out[name][todo] = result[name]
     seconds = time.perf_counter() - t0
     store.write_chunk(c, out, seconds)
     return {"chunk": c, "rows": n, "fits": int(todo.size),

@@ -49,7 +49,10 @@ FIELD_HELP: dict[str, str] = {
     "fit.qbroad": "Å⁻¹: instrument resolution peak broadening (from a calibrant fit)",
     "fit.radiation": "xray | neutron: selects X-ray form factors or neutron scattering lengths",
     "fit.zoom": "isotropic expansion of the model {refine, start, min, max}: refined in [min, max] or fixed at start",
-    "fit.uiso": "Å²: one isotropic displacement parameter for every atom {refine, start, min, max}",
+    "fit.uiso": "Å²: isotropic displacement {refine, start, min, max} for every atom, or one block per element "
+                "({W: {...}, O: {...}})",
+    "fit.delta1": "Å: correlated-motion peak sharpening delta1/r {refine, start, min, max} (Jeong model)",
+    "fit.delta2": "Å²: correlated-motion peak sharpening delta2/r² {refine, start, min, max}; metal particles need it",
     "learn.test_fraction": "share of the fits held out to test the trained model",
     "learn.validation_fraction": "share of the fits used for early stopping",
     "learn.seed": "random seed of the splits, the search and the bootstrap",
@@ -185,7 +188,8 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
     lines.append(f"# store: results/{structure.stem}/store.zarr".ljust(34) + f"  # {FIELD_HELP['store']}")
     sections = {"catalogue": catalogue,
                 "fit": {"engine": FitSettings.engine, "calculator": FitSettings.calculator, "rmin": rmin,
-                        "rmax": rmax, **fit_values, "zoom": FitSettings.zoom, "uiso": FitSettings.uiso},
+                        "rmax": rmax, **fit_values, "zoom": FitSettings.zoom, "uiso": FitSettings.uiso,
+                        "delta1": FitSettings.delta1, "delta2": FitSettings.delta2},
                 "learn": to_plain(LearnSettings())}
     for section, values in sections.items():
         lines += ["", f"{section}:"]

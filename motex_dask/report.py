@@ -160,21 +160,22 @@ def _read_rows(store: CampaignStore, index: np.ndarray) -> dict[str, np.ndarray]
     back = np.argsort(order)
     rows = index[order]
     out = {"mask": store.array("mask").get_orthogonal_selection((rows, slice(None)))[back]}
-    for name in ("n_atoms", "rwp", "scale", "zoom", "uiso"):
+    for name in ("n_atoms", *store.refined):
         out[name] = store.array(name).get_coordinate_selection(rows)[back]
     return out
 
 
 def refine_motifs(model: StartingModel, masks: np.ndarray, engine: Engine | None,
-                  stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Refine each mask's motif again with the fit engine; without one, keep the stored values."""
+                  stored: dict[str, np.ndarray], refined: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Refine each mask's motif again with the fit engine; without one, keep the stored values.
+
+    `refined`: rwp, scale and the fit parameters (the store's columns)."""
     keep = model.keep_atoms(masks)
     if engine is not None:
         res = engine.fit(keep)
-        return {"keep": keep, "rwp": res.rwp, "scale": res.scale, "zoom": res.zoom, "uiso": res.uiso,
-                "status": res.status.astype(np.int64)}
+        return {"keep": keep, **{k: res[k] for k in refined}, "status": res.status.astype(np.int64)}
     status = np.where(np.isfinite(stored["rwp"]), int(Status.OK), int(Status.PENDING))
-    return {"keep": keep, **{k: stored[k] for k in ("rwp", "scale", "zoom", "uiso")}, "status": status}
+    return {"keep": keep, **{k: stored[k] for k in refined}, "status": status}
 
 
 def _write_motif_xyz(path: Path, model: StartingModel, keep: np.ndarray, info: dict[str, Any]) -> Path:
@@ -194,17 +195,19 @@ def write_candidates(out: Path, model: StartingModel, data: PDFData | None, cont
     """The motif (permuted atoms with a negative contribution, plus ligands) and the store's
     lowest-R_wp candidates, refined together: best_candidates.csv rows, XYZ files, model curves."""
     best_index = train_result.best_candidates["index"]
-    stored = _read_rows(CampaignStore.open_readonly(store_path), best_index)
+    store = CampaignStore.open_readonly(store_path)
+    refined = store.refined
+    stored = _read_rows(store, best_index)
     masks = np.vstack([(contributions.contribution < 0)[None, :], stored["mask"]])
-    refit = refine_motifs(model, masks, engine,
-                          {k: np.concatenate([[np.nan], stored[k]]) for k in ("rwp", "scale", "zoom", "uiso")})
+    refit = refine_motifs(model, masks, engine, {k: np.concatenate([[np.nan], stored[k]]) for k in refined},
+                          refined)
     names = ["motif"] + [f"best_candidate_{k + 1:02d}" for k in range(len(best_index))]
     rows, curves = [], {}
     for k, name in enumerate(names):
         ok = refit["status"][k] == Status.OK
         info = {"name": name, "candidate": int(best_index[k - 1]) if k else -1,
                 "rwp_store": float(stored["rwp"][k - 1]) if k else None,
-                **{q: float(refit[q][k]) if ok else None for q in ("rwp", "scale", "zoom", "uiso")},
+                **{q: float(refit[q][k]) if ok else None for q in refined},
                 "status": Status(int(refit["status"][k])).name, "refined": engine is not None,
                 "n_atoms": int(refit["keep"][k].sum()), "n_permuted_kept": int(masks[k].sum()),
                 "kept_permuted": " ".join(map(str, model.permuted[masks[k]]))}
@@ -213,7 +216,8 @@ def write_candidates(out: Path, model: StartingModel, data: PDFData | None, cont
             files[name] = _write_motif_xyz(out / f"{name}.xyz", model, refit["keep"][k],
                                            {q: v for q, v in info.items() if q != "kept_permuted"})
         if engine is not None and data is not None and ok:
-            curves[name] = engine.model_pdf(refit["keep"][k], refit["scale"][k], refit["zoom"][k], refit["uiso"][k])
+            curves[name] = engine.model_pdf(refit["keep"][k], refit["scale"][k],
+                                            {q: refit[q][k] for q in refined[2:]})
     candidates = pd.DataFrame(rows)
     files["best_candidates"] = out / "best_candidates.csv"
     candidates.to_csv(files["best_candidates"], index=False, float_format="%.8g")

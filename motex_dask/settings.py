@@ -7,6 +7,7 @@ Each dataclass checks its own values in `__post_init__` and raises `SettingError
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,10 @@ class FitSettings:
     qbroad: float = 0.01
     radiation: str = "xray"
     zoom: ParamSpec = ParamSpec(True, 1.0, 0.97, 1.03)
-    uiso: ParamSpec = ParamSpec(True, 0.005, 0.001, 0.05)
+    #: one block for every atom, or {element: block} (one Uiso per element)
+    uiso: ParamSpec | dict[str, ParamSpec] = ParamSpec(True, 0.005, 0.001, 0.05)
+    delta1: ParamSpec = ParamSpec(False, 0.0, 0.0, 5.0)  # Å, Jeong 1/r width term
+    delta2: ParamSpec = ParamSpec(False, 0.0, 0.0, 5.0)  # Å², Jeong 1/r² width term
 
     def __post_init__(self) -> None:
         _require(self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)} (got {self.engine!r})")
@@ -85,7 +89,20 @@ class FitSettings:
         _require(self.qdamp >= 0, "qdamp", f"must be >= 0 (got {self.qdamp})")
         _require(self.qbroad >= 0, "qbroad", f"must be >= 0 (got {self.qbroad})")
         _require(self.zoom.lo > 0, "zoom.min", f"must be > 0 (got {self.zoom.lo})")
-        _require(self.uiso.lo > 0, "uiso.min", f"must be > 0 Å² (got {self.uiso.lo})")
+        if isinstance(self.uiso, dict):
+            _require(len(self.uiso) > 0, "uiso", "give one block for every atom or one per element, e.g. "
+                     "{W: {start: 0.004}, O: {start: 0.012}}")
+            for element, spec in self.uiso.items():
+                _require(element in chemical_symbols[1:], f"uiso.{element}",
+                         "is not an element symbol (write one block per element, e.g. uiso: {W: {start: 0.004}})")
+                _require(spec.lo > 0, f"uiso.{element}.min", f"must be > 0 Å² (got {spec.lo})")
+        else:
+            _require(self.uiso.lo > 0, "uiso.min", f"must be > 0 Å² (got {self.uiso.lo})")
+        for name in ("delta1", "delta2"):
+            spec = getattr(self, name)
+            _require(all(math.isfinite(v) for v in (spec.start, spec.lo, spec.hi)) or not spec.refine, name,
+                     "needs finite start, min and max when refined")
+            _require(math.isfinite(spec.start), f"{name}.start", f"must be a finite number (got {spec.start})")
 
 
 def _check_draw(obj: Any, allowed: tuple[str, ...], fix: str) -> None:
@@ -247,6 +264,8 @@ def to_plain(obj: Any) -> Any:
         return {field_key(f): to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (tuple, list)):
         return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, Path):
         return str(obj)
     return obj

@@ -19,7 +19,7 @@ from motex_dask.campaign import prepare
 from motex_dask.campaign_file import load_campaign
 from motex_dask.graph import FitProblem, run_fits
 from motex_dask.pdf import pdf_from_atoms, write_gr
-from motex_dask.store import ARRAY_NAMES, TIMING_ARRAYS, CampaignStore
+from motex_dask.store import TIMING_ARRAYS, CampaignStore
 
 PDF_SETTINGS = dict(qmin=0.7, qmax=20.0, qdamp=0.04, qbroad=0.01, rmin=0.5, rmax=12.0, rstep=0.01,
                     uiso=0.005, zoom=1.0, radiation="xray")
@@ -77,7 +77,7 @@ def store_arrays(url: str) -> dict[str, np.ndarray]:
     import zarr
 
     group = zarr.open_group(url, mode="r")
-    return {name: group[name][:] for name in ARRAY_NAMES if name not in TIMING_ARRAYS}
+    return {name: group[name][:] for name in sorted(group.array_keys()) if name not in TIMING_ARRAYS}
 
 
 def assert_same_store(a: str, b: str) -> None:

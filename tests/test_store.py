@@ -118,7 +118,7 @@ def test_status_report_of_a_finished_store(finished):
     assert report["failed"] == report["by_status"]["empty"] > 0
     assert report["duplicates"] == int(np.sum(a["status"] == Status.DUPLICATE))
     best = int(np.nanargmin(np.where(a["status"] == Status.OK, a["rwp"], np.nan)))
-    assert report["best"] == {"row": best, "rwp": float(a["rwp"][best])}
+    assert report["best"] == {"row": best, **{k: float(a[k][best]) for k in ("rwp", "scale", "zoom", "uiso")}}
     assert report["running"] is None and report["work_left_s"] == 0.0
     json.dumps(report)
     text = format_status(report)

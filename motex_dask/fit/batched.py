@@ -1,22 +1,34 @@
 """Batched fit engine: many candidate motifs of one starting model refined at once.
 
-Per candidate c and element-pair kind t the model needs
+Every candidate's model is set by the recipe's physics vector θ = (zoom z, delta1, delta2,
+U per element); element-pair kind t = (a, b) has pair width s_t = U_a + U_b (srreal's Jeong
+model, tests/data/srreal-v2/README.md section 4). Two ways to evaluate F(Q) and its derivatives:
+
+*Kernel path* (delta1 = delta2 = 0, fixed: the classic recipe, one or per-element Uiso). With
+u_t = s_t / 2,
     T_ct(x; u) = Σ_{kept pairs p of kind t} sin(x d_p) exp(-u qbroad² x² d_p²) / d_p
-at x = zoom * Q_k, because (Jeong width, equal Uiso u on every atom)
-    F_c(Q) = 2 Σ_t f_a(Q) f_b(Q) exp(-u Q²) T_ct(zoom Q; u) / (zoom N_c <f>_c²).
-Work shared by all candidates goes through one BLAS product per batch:
+at x = z Q_k gives F_c(Q) = 2 Σ_t f_a f_b exp(-u_t Q²) T_ct(z Q; u_t) / (z N_c <f>_c²). Work
+shared by all candidates goes through one BLAS product per batch:
 
 1. each kept pair's distance is spread onto a uniform d grid (Lagrange weights), giving a
    histogram H_ct(d_m) per candidate that integrates any smooth function of d to ~1e-6;
-2. H @ K tabulates T_ct on a uniform x grid at a few Chebyshev nodes in u (qbroad only);
-3. each (zoom, u) evaluation interpolates that table (Lagrange in x, polynomial in u).
+2. H @ K tabulates T_ct on a uniform x grid at a few Chebyshev nodes in u (qbroad only), in
+   float32 (its rounding, ~1e-7 of a table entry, is far below the 1e-4 R_wp budget);
+3. each evaluation interpolates that table (Lagrange in x, polynomial in u).
+
+*Exact path* (delta1 or delta2 non-zero or refined). J(zd) = 1 - δ1/zd - δ2/(zd)² + (qbroad zd)²
+enters each pair's width at its own distance and is clamped at 0 (srreal's zero-width clamp),
+which is neither smooth in d nor separable, so each kept pair is summed directly: sin, cos and
+the Gaussian advance along the Q grid by recurrences (one sin/cos/exp per pair, not per Q point),
+pairs of one kind vectorised side by side.
 
 R_wp needs only a = <Gobs, T F> and b = |T F|² with T the srreal F -> G map, so the fit
 works in Q space through the QR factor of T (≈80 numbers per candidate). Scale is closed
-form (a/b); zoom and Uiso are refined with bounds by a projected Levenberg–Marquardt on the
-variable-projection residual, candidate by candidate in numba. Rounds of frozen Q grid and
-pair window follow `motex_dask.fit.window`; between rounds only the pairs that cross the
-window edge are added to or removed from a candidate's table.
+form (a/b); the free parameters are refined with bounds by a projected Levenberg–Marquardt on
+the variable-projection residual, candidate by candidate in numba; trial steps apply the QR
+factor to the model only, its Jacobian only once a step is accepted. Rounds of frozen Q grid and
+pair window follow `motex_dask.fit.window`; between rounds only pairs whose distance lies
+between a window edge's old and new position are looked at.
 """
 
 from __future__ import annotations
@@ -27,12 +39,13 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from motex_dask.settings import FitSettings
 from motex_dask.fit.model import fit_window, model_pdf
+from motex_dask.fit.recipe import ID1, ID2, IU, Recipe
 from motex_dask.fit.result import FitResult, Status
 from motex_dask.fit.window import MAX_ROUNDS
 from motex_dask.pdf.calculator import SQRT_EPS, Instrument, PairTable, QGrid, transform_matrix
 from motex_dask.pdf.formfactors import scattering_factors
+from motex_dask.settings import FitSettings
 
 N_TAPS = 12  # Lagrange nodes per interpolation (even)
 # grid step times the largest conjugate variable (x for the d grid, d for the x grid):
@@ -45,13 +58,18 @@ N_U_NODES = 4
 BATCH = 128
 FTOL = 1e-10  # relative cost decrease (predicted or achieved) that ends a refinement
 MAX_ITER = 60
-# first trust radius for (zoom, uiso) steps, doubled after each successful step: the
-# refinement then ends in the minimum of the start's basin (as srfit's trf does) instead
-# of jumping across the many-minima zoom landscape of small motifs
-STEP0 = np.array([0.005, 0.002])
+# Q-grid steps tried beyond the rounds' piece, each way (exact path; the deltas make the pieces
+# matter most: one W19O60 fit of the v2 fixtures gains 5e-3 in R_wp two steps away)
+MAX_PIECE_STEPS = 3
+PIECE_MARGIN = 0.01  # relative: a piece is refined when its entry cost is this close to the best
+PAIR_BLOCK = 64  # pairs advanced side by side along Q in the exact path (SIMD width x unroll)
+# The first trust radius of each parameter (recipe.STEP0), doubled after each successful step:
+# the refinement then ends in the minimum of the start's basin (as srfit's trf does) instead
+# of jumping across the many-minima zoom landscape of small motifs.
 _FAST = {"reassoc", "contract", "arcp", "nsz"}  # vectorised sums; NaN/inf semantics kept
 _OFFSETS = np.arange(N_TAPS, dtype=float) - (N_TAPS // 2 - 1)  # nodes around floor(s)
 _BARY = np.array([1.0 / np.prod(o - np.delete(_OFFSETS, i)) for i, o in enumerate(_OFFSETS)])
+KERNEL, EXACT = 0, 1  # evaluation paths
 
 
 def _spread_weights(x: np.ndarray, step: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,81 +154,148 @@ def _histograms(keep, pair_index, pkind, pd, pm0, pw, zref, rlo, rhi, hist):
     return count
 
 
+@numba.njit(cache=True, nogil=True)
+def _in_window(d, z, lo, hi):
+    dz = d * z
+    return dz >= lo and dz <= hi
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _shift_windows(keep, cand, pair_index, pkind, pd, pm0, pw, z0, lo0, hi0, z1, lo1, hi1, kernel,
-                   tables, count):
+def _shift_windows(keep, cand, by_d, pi, pj, pkind, pd, pm0, pw, z0, lo0, hi0, z1, lo1, hi1, kernel,
+                   tables, count, update):
     """Move candidate cand[n]'s pair window from (z0, lo0, hi0)[n] to (z1, lo1, hi1)[n].
 
-    Only the few pairs that enter or leave change, so tables[c] (and count[c]) are updated
-    in place by their kernel rows instead of being rebuilt. Returns which candidates changed.
+    Only pairs whose distance lies between an edge's old and new position can enter or leave;
+    by_d lists the pairs by increasing distance, so just those bands are visited. With `update`,
+    tables[c] (and count[c]) are changed in place by the kernel rows of those pairs. Returns
+    which candidates changed.
     """
     ncol = kernel.shape[1]
     ntap = pw.shape[1]
+    dsorted = pd[by_d]
     changed = np.zeros(cand.size, np.bool_)
-    kept = np.empty(keep.shape[1], np.int64)
     for n in range(cand.size):
         c = cand[n]
-        m = _kept_atoms(keep[c], kept)
-        for ia in range(m):
-            row = pair_index[kept[ia]]
-            for ib in range(ia + 1, m):
-                p = row[kept[ib]]
-                if p < 0:
+        for edge in range(2):
+            e0 = (lo0[n] if edge == 0 else hi0[n]) / z0[n]
+            e1 = (lo1[n] if edge == 0 else hi1[n]) / z1[n]
+            a = min(e0, e1) * (1.0 - 1e-12) - 1e-12
+            b = max(e0, e1) * (1.0 + 1e-12) + 1e-12
+            first = np.searchsorted(dsorted, a)
+            last = np.searchsorted(dsorted, b, side="right")
+            for s in range(first, last):
+                p = by_d[s]
+                if not (keep[c, pi[p]] and keep[c, pj[p]]):
                     continue
-                a = pd[p] * z0[n]
-                b = pd[p] * z1[n]
-                was = a >= lo0[n] and a <= hi0[n]
-                now = b >= lo1[n] and b <= hi1[n]
-                if was != now:
-                    changed[n] = True
-                    sign = 1.0 if now else -1.0
-                    count[c] += 1 if now else -1
-                    tab = tables[c, pkind[p]]
-                    for i in range(ntap):
-                        wgt = sign * pw[p, i]
-                        krow = kernel[pm0[p] + i]
-                        for col in range(ncol):
-                            tab[col] += wgt * krow[col]
+                was = _in_window(pd[p], z0[n], lo0[n], hi0[n])
+                now = _in_window(pd[p], z1[n], lo1[n], hi1[n])
+                if was == now:
+                    continue
+                changed[n] = True
+                if not update:
+                    continue
+                sign = 1.0 if now else -1.0
+                count[c] += 1 if now else -1
+                tab = tables[c, pkind[p]]
+                for i in range(ntap):
+                    wgt = sign * pw[p, i]
+                    krow = kernel[pm0[p] + i]
+                    for col in range(ncol):
+                        tab[col] += wgt * krow[col]
     return changed
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work, taps, j0, y, yz, yu):
-    """y = R F, yz = R dF/dz, yu = R dF/du for one candidate at (z, u).
+@numba.njit(cache=True, nogil=True)
+def _pair_lists(keep, cand, pair_index, pd, pid, ud, ukind, n_kinds, z, lo, hi):
+    """Distinct distances of the kept pairs inside each candidate's window, grouped by kind.
 
-    table (n_kinds, n_u*nx) holds T_t(x_j; u_l) at [t, l*nx + j]; rt_fac is R transposed
-    (lower triangular). Scratch: work (8, max(nx, nq)), taps (6, n_taps, nq), j0 (nq,) int.
+    Pairs of equal (kind, distance) (pid: their distinct index) are summed once with their
+    multiplicity; a crystal cut has few distinct distances. Returns (starts (n, n_kinds+1),
+    distance, multiplicity).
     """
+    kept = np.empty(keep.shape[1], np.int64)
+    mult = np.zeros(ud.size, np.int64)
+    touched = np.empty(ud.size, np.int64)
+    starts = np.empty((cand.size, n_kinds + 1), np.int64)
+    d_out = np.empty(0)
+    m_out = np.empty(0)
+    pos = 0
+    for n in range(cand.size):
+        nt = 0
+        m = _kept_atoms(keep[cand[n]], kept)
+        for a in range(m):
+            row = pair_index[kept[a]]
+            for b in range(a + 1, m):
+                p = row[kept[b]]
+                if p >= 0 and _in_window(pd[p], z[n], lo[n], hi[n]):
+                    u = pid[p]
+                    if mult[u] == 0:
+                        touched[nt] = u
+                        nt += 1
+                    mult[u] += 1
+        if pos + nt > d_out.size:  # grow the outputs geometrically
+            size = max(2 * d_out.size, pos + nt, 1024)
+            d_new = np.empty(size)
+            m_new = np.empty(size)
+            d_new[:pos] = d_out[:pos]
+            m_new[:pos] = m_out[:pos]
+            d_out, m_out = d_new, m_new
+        for t in range(n_kinds):
+            starts[n, t] = pos
+            for i in range(nt):
+                u = touched[i]
+                if ukind[u] == t:
+                    d_out[pos] = ud[u]
+                    m_out[pos] = mult[u]
+                    pos += 1
+        starts[n, n_kinds] = pos
+        for i in range(nt):
+            mult[touched[i]] = 0
+    return starts, d_out[:pos], m_out[:pos]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _eval_kernel(kd, c, n, theta, f, fj, want_jac):
+    """F (f) and dF/dθ (fj rows IZ and IU+e) on Q_k, k >= kmin, from candidate c's table."""
+    tables, nx, prefs, q, kmin, x0, hx, bary, offsets, unodes, ka, kb, work, taps, j0, zcache = kd
+    table = tables[c]
+    pref = prefs[n]
     nk = table.shape[0]
     nl = unodes.size
     na = q.size - kmin
     ntap = bary.size
     lead = ntap // 2 - 1
-    gv, gu, f, fz, fu, lam, dlam, tq = work[0], work[1], work[2], work[3], work[4], work[5], work[6], work[7]
+    z = theta[0]
+    gv, gu, lam, dlam, tq = work[0], work[1], work[2], work[3], work[4]
     w, wd = taps[0], taps[1]
-    for l in range(nl):  # Lagrange basis in u and its derivative
-        v = 1.0
-        dv = 0.0
-        for m in range(nl):
-            if m != l:
-                den = unodes[l] - unodes[m]
-                dv = dv * (u - unodes[m]) / den + v / den
-                v = v * (u - unodes[m]) / den
-        lam[l] = v
-        dlam[l] = dv
-    for a in range(na):  # where each x = z*Q_k falls on the x grid
-        s = (z * q[kmin + a] - x0) / hx
-        fl = math.floor(s)
-        tq[a] = s - fl
-        j0[a] = int(fl) - lead
-    _weights(tq[:na], offsets, bary, w, wd, taps[2:])
+    if zcache[0] != z:  # Lagrange weights depend on z only: reused while only U moves
+        for a in range(na):  # where each x = z*Q_k falls on the x grid
+            s = (z * q[kmin + a] - x0) / hx
+            fl = math.floor(s)
+            tq[a] = s - fl
+            j0[a] = int(fl) - lead
+        _weights(tq[:na], offsets, bary, w, wd, taps[2:])
+        zcache[0] = z
     jlo = max(j0[0], 0)
     jhi = min(j0[na - 1] + ntap, nx)
     for a in range(na):
         f[a] = 0.0
-        fz[a] = 0.0
-        fu[a] = 0.0
+    if want_jac:
+        for r in range(fj.shape[0]):
+            for a in range(na):
+                fj[r, a] = 0.0
     for kk in range(nk):
+        u = 0.5 * (theta[IU + ka[kk]] + theta[IU + kb[kk]])
+        for l in range(nl):  # Lagrange basis in u and its derivative
+            v = 1.0
+            dv = 0.0
+            for m in range(nl):
+                if m != l:
+                    den = unodes[l] - unodes[m]
+                    dv = dv * (u - unodes[m]) / den + v / den
+                    v = v * (u - unodes[m]) / den
+            lam[l] = v
+            dlam[l] = dv
         # contract the u nodes first: one table row (and its u-derivative) per kind
         for j in range(jlo, jhi):
             gv[j] = 0.0
@@ -224,173 +309,330 @@ def _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, uno
                 gv[j] += cl * t
                 gu[j] += dl * t
         for a in range(na):
-            sv = 0.0
-            sx = 0.0
-            su = 0.0
+            qk = q[kmin + a]
             b = j0[a]
+            sv = 0.0
             for i in range(ntap):
                 sv += w[i, a] * gv[b + i]
-                sx += wd[i, a] * gv[b + i]
-                su += w[i, a] * gu[b + i]
-            pk = pref[kk, kmin + a]
-            f[a] += pk * sv
-            fz[a] += pk * sx
-            fu[a] += pk * su
-    for a in range(na):
-        qk = q[kmin + a]
-        dw = math.exp(-u * qk * qk) / z
-        sv = f[a]
-        f[a] = dw * sv
-        fz[a] = dw * (qk * fz[a] / hx - sv / z)
-        fu[a] = -qk * qk * f[a] + dw * fu[a]
-    for i in range(na):
-        y[i] = 0.0
-        yz[i] = 0.0
-        yu[i] = 0.0
-    for j in range(na):  # y = R f as a sum of columns: contiguous, vectorisable
-        c0 = f[j]
-        c1 = fz[j]
-        c2 = fu[j]
-        for i in range(j + 1):
-            rij = rt_fac[j, i]
-            y[i] += rij * c0
-            yz[i] += rij * c1
-            yu[i] += rij * c2
+            e = pref[kk, kmin + a] * math.exp(-u * qk * qk) / z
+            f[a] += e * sv
+            if want_jac:
+                sx = 0.0
+                su = 0.0
+                for i in range(ntap):
+                    sx += wd[i, a] * gv[b + i]
+                    su += w[i, a] * gu[b + i]
+                fj[0, a] += e * (qk * sx / hx - sv / z)
+                fu = 0.5 * e * (su - qk * qk * sv)  # dF/dU_a = dF/dU_b = dF/du_t / 2
+                fj[IU + ka[kk], a] += fu
+                fj[IU + kb[kk], a] += fu
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _project(gq, y):
-    """(a, b) = (<gq, y>, |y|²)."""
-    a = 0.0
-    b = 0.0
-    for i in range(y.size):
-        a += gq[i] * y[i]
-        b += y[i] * y[i]
-    return a, b
+def _eval_exact(ed, c, n, theta, f, fj, want_jac):
+    """F (f) and dF/dθ (fj, every row) on Q_k, k >= kmin, summed over candidate n's distinct pairs.
 
-
-@numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _refine(tables, nx, idx, prefs, q, kmin, rt_fac, gq, g2, x0, hx, bary, offsets, unodes, theta, lo, hi,
-            free, step0, max_iter, ftol, out):
-    """Projected Levenberg–Marquardt on (zoom, uiso) for candidates idx; scale in closed form.
-
-    theta[c] holds the start and receives the optimum; out[c] receives
-    (cost, scale) and adds the evaluations made to out[c, 2]; cost = |Gobs - scale*G|².
-    prefs is indexed like idx.
+    Per pair: D = z d, J = 1 - δ1/D - δ2/D² + (qbroad D)², width s_t max(J, 0). sin(QD),
+    cos(QD) and exp(-s J Q²/2) advance along k by rotation and ratio recurrences.
     """
+    starts, dist, mult, prefs, q, kmin, qbroad, ka, kb, st, acc = ed
+    pref = prefs[n]
+    nk = ka.size
     na = q.size - kmin
+    z = theta[0]
+    d1 = theta[ID1]
+    d2 = theta[ID2]
+    qs = q[1] - q[0]
+    sn, cs, cd, sd, gg, rr, r2, invd, jc, jp, dz, w4, w5 = (st[0], st[1], st[2], st[3], st[4], st[5], st[6],
+                                                         st[7], st[8], st[9], st[10], st[11], st[12])
+    for a in range(na):
+        f[a] = 0.0
+    if want_jac:
+        for r in range(fj.shape[0]):
+            for a in range(na):
+                fj[r, a] = 0.0
+    for kk in range(nk):
+        s_t = theta[IU + ka[kk]] + theta[IU + kb[kk]]
+        for r in range(6):
+            for a in range(na):
+                acc[r, a] = 0.0
+        for p0 in range(starts[n, kk], starts[n, kk + 1], PAIR_BLOCK):
+            nb = min(PAIR_BLOCK, starts[n, kk + 1] - p0)
+            for i in range(nb):
+                dd = z * dist[p0 + i]
+                iv = 1.0 / dd
+                j = 1.0 - d1 * iv - d2 * iv * iv + qbroad * qbroad * dd * dd
+                if j > 0.0:
+                    jc[i] = j
+                    jp[i] = (d1 * iv * iv + 2.0 * d2 * iv * iv * iv + 2.0 * qbroad * qbroad * dd) * dist[p0 + i]
+                else:  # the zero-width clamp: an undamped peak, no width derivative
+                    jc[i] = 0.0
+                    jp[i] = 0.0
+                invd[i] = iv
+                dz[i] = dd
+                # one sin, cos and exp per pair: Q_k = k qs, so every factor is a power of these
+                cd[i] = math.cos(qs * dd)
+                sd[i] = math.sin(qs * dd)
+                g1 = math.exp(-0.5 * s_t * jc[i] * qs * qs)  # exp(-s J Q²/2) at Q = qs
+                r2[i] = g1 * g1
+                sn[i] = 0.0
+                cs[i] = 1.0
+                gk = 1.0
+                rk = g1
+                for _ in range(kmin):  # advance to k = kmin
+                    snew = sn[i] * cd[i] + cs[i] * sd[i]
+                    cs[i] = cs[i] * cd[i] - sn[i] * sd[i]
+                    sn[i] = snew
+                    gk *= rk
+                    rk *= r2[i]
+                gg[i] = mult[p0 + i] * gk * iv
+                rr[i] = rk
+            for i in range(nb):  # width-derivative weights; zero for clamped pairs
+                pos = 1.0 if jc[i] > 0.0 else 0.0
+                w4[i] = invd[i] * pos
+                w5[i] = invd[i] * invd[i] * pos
+            for a in range(na):  # one pass per Q point: accumulate, then advance every pair
+                t0 = 0.0
+                t1 = 0.0
+                t2 = 0.0
+                t3 = 0.0
+                t4 = 0.0
+                t5 = 0.0
+                for i in range(nb):
+                    g = gg[i]
+                    s0 = sn[i]
+                    c0 = cs[i]
+                    term = g * s0
+                    t0 += term
+                    t1 += g * c0 * dz[i]
+                    t2 += term * jp[i]
+                    t3 += term * jc[i]
+                    t4 += term * w4[i]
+                    t5 += term * w5[i]
+                    sn[i] = s0 * cd[i] + c0 * sd[i]
+                    cs[i] = c0 * cd[i] - s0 * sd[i]
+                    r = rr[i]
+                    gg[i] = g * r
+                    rr[i] = r * r2[i]
+                acc[0, a] += t0
+                acc[1, a] += t1
+                acc[2, a] += t2
+                acc[3, a] += t3
+                acc[4, a] += t4
+                acc[5, a] += t5
+        for a in range(na):
+            qk = q[kmin + a]
+            pk = pref[kk, kmin + a]
+            f[a] += pk * acc[0, a]
+            if want_jac:
+                # d/dz of sin(QD)/D is Q cos(QD)/z - sin(QD)/(z D); acc[1] sums G cos(QD)
+                fj[0, a] += pk * ((qk * acc[1, a] - acc[0, a]) / z - 0.5 * s_t * qk * qk * acc[2, a])
+                fs = -0.5 * pk * qk * qk * acc[3, a]
+                fj[IU + ka[kk], a] += fs
+                fj[IU + kb[kk], a] += fs
+                fj[ID1, a] += 0.5 * s_t * pk * qk * qk * acc[4, a]
+                fj[ID2, a] += 0.5 * s_t * pk * qk * qk * acc[5, a]
+
+
+@numba.njit(cache=True, nogil=True)
+def _evaluate(mode, kd, ed, c, n, theta, f, fj, want_jac):
+    if mode == KERNEL:
+        _eval_kernel(kd, c, n, theta, f, fj, want_jac)
+    else:
+        _eval_exact(ed, c, n, theta, f, fj, want_jac)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _apply_r(rt_fac, v, out):
+    """out = R v, R upper triangular given as its transpose (column sums: contiguous, vectorised)."""
+    na = v.size
+    for i in range(na):
+        out[i] = 0.0
+    for j in range(na):
+        cj = v[j]
+        for i in range(j + 1):
+            out[i] += rt_fac[j, i] * cj
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve(h, g, act, mu, x):
+    """x[act] = -(h + mu diag(h))[act, act]^-1 g[act] by Gaussian elimination; x = 0 elsewhere."""
+    idx = np.flatnonzero(act)
+    m = idx.size
+    a = np.empty((m, m + 1))
+    for i in range(m):
+        for j in range(m):
+            a[i, j] = h[idx[i], idx[j]]
+        a[i, i] = a[i, i] * (1.0 + mu) + 1e-300
+        a[i, m] = -g[idx[i]]
+    for col in range(m):
+        piv = col
+        for r in range(col + 1, m):
+            if abs(a[r, col]) > abs(a[piv, col]):
+                piv = r
+        if piv != col:
+            for k in range(m + 1):
+                a[col, k], a[piv, k] = a[piv, k], a[col, k]
+        for r in range(col + 1, m):
+            fac = a[r, col] / a[col, col]
+            for k in range(col, m + 1):
+                a[r, k] -= fac * a[col, k]
+    for i in range(x.size):
+        x[i] = 0.0
+    for i in range(m - 1, -1, -1):
+        s = a[i, m]
+        for k in range(i + 1, m):
+            s -= a[i, k] * x[idx[k]]
+        x[idx[i]] = s / a[i, i]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, gq, g2, max_iter, ftol, out):
+    """Projected Levenberg–Marquardt on the free parameters of candidates idx; scale in closed form.
+
+    params[c] holds the start and receives the optimum; out[c] receives (cost, scale), adds
+    the evaluations made to out[c, 2] and gets the start's (cost, scale) in out[c, 3:5]; cost = |Gobs - scale*G|².
+    lo[c], hi[c]: the candidate's bounds (fixed parameters: lo = hi). mode picks the evaluation path;
+    the path's per-candidate arrays are indexed by c (kernel tables) or by n (everything else).
+    """
+    nfull, npar = matrix.shape
+    fidx = np.flatnonzero(free)
+    m = fidx.size
+    f = np.empty(na)
+    fj = np.empty((nfull, na))
+    col = np.empty(na)
     y = np.empty(na)
-    yz = np.empty(na)
-    yu = np.empty(na)
-    work = np.empty((8, max(nx, na)))
-    taps = np.empty((6, bary.size, na))
-    j0 = np.empty(na, np.int64)
+    yt = np.empty(na)
+    jy = np.empty((m, na))
+    theta = np.empty(nfull)
+    p = np.empty(npar)
+    pn = np.empty(npar)
+    hess = np.empty((m, m))
+    grad = np.empty(m)
+    act = np.empty(m, np.bool_)
+    step = np.empty(m)
+    ag = np.empty(m)
+    bg = np.empty(m)
     for n in range(idx.size):
         c = idx[n]
-        table = tables[c]
-        pref = prefs[n]
-        z = theta[c, 0]
-        u = theta[c, 1]
-        _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work, taps, j0, y, yz, yu)
+        for k in range(npar):
+            p[k] = params[c, k]
+        for r in range(nfull):
+            theta[r] = 0.0
+            for k in range(npar):
+                theta[r] += matrix[r, k] * p[k]
+        _evaluate(mode, kd, ed, c, n, theta, f, fj, m > 0)
         nev = 1
+        _apply_r(rt_fac, f, y)
+        a = 0.0
+        b = 0.0
+        for i in range(na):
+            a += gq[i] * y[i]
+            b += y[i] * y[i]
+        out[c, 3] = g2 - a * a / b if b > 0.0 else math.nan  # the start's cost and scale on this state
+        out[c, 4] = a / b if b > 0.0 else math.nan
         mu = 1e-3
-        radius = 1.0  # trust radius in units of STEP0: stay in the start's basin, like trf
-        a, b = _project(gq, y)
+        radius = 1.0  # trust radius in units of step0: stay in the start's basin, like trf
         for it in range(max_iter):
-            if not (b > 0.0):
+            if not (b > 0.0) or m == 0:
                 break
+            for k in range(m):  # Jacobian columns of the free parameters, through R
+                for i in range(na):
+                    col[i] = 0.0
+                for r in range(nfull):
+                    mk = matrix[r, fidx[k]]
+                    if mk != 0.0:
+                        for i in range(na):
+                            col[i] += mk * fj[r, i]
+                _apply_r(rt_fac, col, jy[k])
             scale = a / b
             cost = g2 - a * scale
-            az = 0.0
-            au = 0.0
-            bz = 0.0
-            bu = 0.0
-            jzz = 0.0
-            jzu = 0.0
-            juu = 0.0
-            for i in range(na):
-                az += gq[i] * yz[i]
-                au += gq[i] * yu[i]
-                bz += y[i] * yz[i]
-                bu += y[i] * yu[i]
-                jzz += yz[i] * yz[i]
-                jzu += yz[i] * yu[i]
-                juu += yu[i] * yu[i]
-            # variable projection (Kaufman): J'J and J'res of the residual scale*T F - Gobs
-            s2 = scale * scale
-            h00 = s2 * (jzz - bz * bz / b)
-            h01 = s2 * (jzu - bz * bu / b)
-            h11 = s2 * (juu - bu * bu / b)
-            g0 = -scale * az + s2 * bz  # half gradient of cost
-            g1 = -scale * au + s2 * bu
-            # variables fixed by the settings or held at a bound by the gradient
-            act0 = free[0] and not ((z <= lo[0] and g0 > 0) or (z >= hi[0] and g0 < 0))
-            act1 = free[1] and not ((u <= lo[1] and g1 > 0) or (u >= hi[1] and g1 < 0))
-            if not (act0 or act1):
+            for k in range(m):
+                s1 = 0.0
+                s2 = 0.0
+                for i in range(na):
+                    s1 += gq[i] * jy[k, i]
+                    s2 += y[i] * jy[k, i]
+                ag[k] = s1
+                bg[k] = s2
+            ss = scale * scale
+            for k in range(m):
+                for l in range(k, m):
+                    s = 0.0
+                    for i in range(na):
+                        s += jy[k, i] * jy[l, i]
+                    # variable projection (Kaufman): J'J of the residual scale*T F - Gobs
+                    hess[k, l] = ss * (s - bg[k] * bg[l] / b)
+                    hess[l, k] = hess[k, l]
+                grad[k] = -scale * ag[k] + ss * bg[k]  # half gradient of cost
+            # parameters held at a bound by the gradient
+            any_act = False
+            for k in range(m):
+                v = p[fidx[k]]
+                act[k] = not ((v <= lo[c, fidx[k]] and grad[k] > 0) or (v >= hi[c, fidx[k]] and grad[k] < 0))
+                any_act = any_act or act[k]
+            if not any_act:
                 break
             # converged when the Gauss-Newton model predicts a negligible decrease
-            if act0 and act1:
-                pred = (g0 * g0 * h11 - 2.0 * g0 * g1 * h01 + g1 * g1 * h00) / (h00 * h11 - h01 * h01)
-            elif act0:
-                pred = g0 * g0 / h00
-            else:
-                pred = g1 * g1 / h11
+            _solve(hess, grad, act, 0.0, step)
+            pred = 0.0
+            for k in range(m):
+                pred -= grad[k] * step[k]
             if pred >= 0.0 and pred <= ftol * cost:
                 break
             accepted = False
-            zn = z
-            un = u
             an = a
             bn = b
             while mu < 1e12:
-                d00 = h00 * (1.0 + mu) + 1e-300
-                d11 = h11 * (1.0 + mu) + 1e-300
-                dz = 0.0
-                du = 0.0
-                if act0 and act1:
-                    det = d00 * d11 - h01 * h01
-                    dz = (-g0 * d11 + g1 * h01) / det
-                    du = (-g1 * d00 + g0 * h01) / det
-                elif act0:
-                    dz = -g0 / d00
-                else:
-                    du = -g1 / d11
-                shrink = max(abs(dz) / (radius * step0[0]), abs(du) / (radius * step0[1]), 1.0)
-                dz /= shrink
-                du /= shrink
-                zn = min(max(z + dz, lo[0]), hi[0])
-                un = min(max(u + du, lo[1]), hi[1])
-                _evaluate(table, nx, pref, q, kmin, rt_fac, zn, un, x0, hx, bary, offsets, unodes, work,
-                          taps, j0, y, yz, yu)
+                _solve(hess, grad, act, mu, step)
+                shrink = 1.0
+                for k in range(m):
+                    shrink = max(shrink, abs(step[k]) / (radius * step0[fidx[k]]))
+                for k in range(npar):
+                    pn[k] = p[k]
+                for k in range(m):
+                    j = fidx[k]
+                    pn[j] = min(max(p[j] + step[k] / shrink, lo[c, j]), hi[c, j])
+                for r in range(nfull):
+                    theta[r] = 0.0
+                    for k in range(npar):
+                        theta[r] += matrix[r, k] * pn[k]
+                # the F-space Jacobian comes along (most trials are accepted); only its
+                # product with R waits for acceptance
+                _evaluate(mode, kd, ed, c, n, theta, f, fj, True)
                 nev += 1
-                an, bn = _project(gq, y)
+                _apply_r(rt_fac, f, yt)
+                an = 0.0
+                bn = 0.0
+                for i in range(na):
+                    an += gq[i] * yt[i]
+                    bn += yt[i] * yt[i]
                 if bn > 0.0 and g2 - an * an / bn <= cost:
                     accepted = True
                     break
                 mu *= 4.0
                 radius *= 0.5
-            if not accepted:  # no downhill step left: restore the current point
-                _evaluate(table, nx, pref, q, kmin, rt_fac, z, u, x0, hx, bary, offsets, unodes, work,
-                          taps, j0, y, yz, yu)
-                nev += 1
+            if not accepted:  # no downhill step left: stay at the current point
                 break
-            small = abs(zn - z) <= 1e-12 * abs(z) and abs(un - u) <= 1e-12 * abs(u)
-            z = zn
-            u = un
+            small = True
+            for k in range(m):
+                j = fidx[k]
+                small = small and abs(pn[j] - p[j]) <= 1e-12 * abs(p[j])
+            for k in range(npar):
+                p[k] = pn[k]
+            for i in range(na):
+                y[i] = yt[i]
             a = an
             b = bn
             mu = max(mu / 3.0, 1e-9)
             radius = min(2.0 * radius, 1e6)
             if cost - (g2 - a * a / b) <= ftol * cost or small:
                 break
-        a, b = _project(gq, y)
-        theta[c, 0] = z
-        theta[c, 1] = u
+        for k in range(npar):
+            params[c, k] = p[k]
         out[c, 0] = g2 - a * a / b if b > 0.0 else math.nan
         out[c, 1] = a / b if b > 0.0 else math.nan
         out[c, 2] += nev
-
-
 class _GridData:
     """Everything one Q grid needs: triangular factor of the F -> G map, form-factor products."""
 
@@ -418,13 +660,7 @@ class _GridData:
 
 
 class BatchedEngine:
-    """The default engine (see module docstring).
-
-    `gobs` is one PDF (n_r,) or a series of frames on the same r grid (n_frames, n_r). A series
-    shares each batch's pair tables (the data-independent work) between its frames; frame f > 0
-    of a candidate starts from its refined values in frame f - 1 (sequential refinement, as in
-    in-situ analysis: neighbouring frames differ little, so the refinement takes few steps).
-    """
+    """The default engine (see module docstring)."""
 
     name = "batched"
 
@@ -437,44 +673,62 @@ class BatchedEngine:
         self.inst = Instrument.for_profile(self.r, qmin=fit.qmin, qmax=fit.qmax, qdamp=fit.qdamp,
                                            qbroad=fit.qbroad, radiation=fit.radiation)
         self.pairs = PairTable.build(symbols, positions)
+        self.recipe = rc = Recipe.from_settings(fit, self.pairs.elements)
+        self.mode = EXACT if rc.has_delta else KERNEL
         self.g2 = np.array([float(g @ g) for g in self.frames])  # |Gobs|² of each frame
-        zs, us = fit.zoom, fit.uiso
-        self.lo = np.array([zs.lo if zs.refine else zs.start, us.lo if us.refine else us.start])
-        self.hi = np.array([zs.hi if zs.refine else zs.start, us.hi if us.refine else us.start])
-        self.free = np.array([zs.refine, us.refine])
-        self.start = np.array([zs.start, us.start])
-        # longest unzoomed distance any window can hold; longer pairs never count
-        dmax = self.inst.qgrid(self.hi[1]).rhi / self.lo[0]
+        self._ka = np.array([a for a, _ in self.pairs.kinds], dtype=np.int64)
+        self._kb = np.array([b for _, b in self.pairs.kinds], dtype=np.int64)
+        lo_t, hi_t = rc.physics(rc.lo), rc.physics(rc.hi)  # physics bounds (each entry set by one param)
+        u_lo, u_hi = float(lo_t[IU:].min()), float(hi_t[IU:].max())
+        # longest unzoomed distance any window can hold (the widest window: largest U, no delta
+        # narrowing; deltas >= 0 can only shrink it); longer pairs never count
+        dmax = float(self.inst.qgrid(u_hi, min(lo_t[ID1], 0.0), min(lo_t[ID2], 0.0)).rhi) / lo_t[0]
         use = (self.pairs.d <= dmax) & (self.pairs.d > SQRT_EPS)  # srreal skips coincident atoms
+        self._pi, self._pj = self.pairs.i[use], self.pairs.j[use]
         self._pkind, self._pd = self.pairs.kind[use], self.pairs.d[use]
+        self._by_d = np.argsort(self._pd, kind="stable")
         n_atoms = self.pairs.species.size
         self._pair_index = np.full((n_atoms, n_atoms), -1, dtype=np.int32)
-        self._pair_index[self.pairs.i[use], self.pairs.j[use]] = np.arange(self._pd.size)
+        self._pair_index[self._pi, self._pj] = np.arange(self._pd.size)
+        self._grids: dict[QGrid, _GridData] = {}
+        self.evaluations = 0  # model evaluations so far (diagnostic for benchmarks)
+        if self.mode == KERNEL:
+            self._build_kernel(fit, dmax, u_lo, u_hi, lo_t[0], hi_t[0])
+        else:  # no tables: zero-sized stand-ins keep the numba signatures fixed
+            self._pm0, self._pw = np.zeros(0, np.int64), np.zeros((0, N_TAPS))
+            self._kernel = np.zeros((0, 0), np.float32)
+            # distinct (kind, distance) to 1e-9 Å: each is summed once per candidate
+            key = np.stack([self._pkind, np.round(self._pd * 1e9).astype(np.int64)], axis=1)
+            _, first, self._pid = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            self._pid = self._pid.ravel().astype(np.int64)
+            self._ud, self._ukind = self._pd[first], self._pkind[first]
+
+    def _build_kernel(self, fit: FitSettings, dmax: float, u_lo: float, u_hi: float, z_lo: float,
+                      z_hi: float) -> None:
+        """The d grid, x grid and kernel K = sin(x d)/d · exp(-u qbroad² x² d²) at the u nodes."""
         dmax = min(dmax, float(self._pd.max())) if self._pd.size else 1.0
         # x = zoom*Q spans up to hi_zoom*qmax; the d grid must resolve sin(x d) there, and
         # the x grid must resolve it up to dmax (plus the spread's reach)
-        xmax = self.hi[0] * fit.qmax
+        xmax = z_hi * fit.qmax
         d_step = STEP_TIMES_FREQ / xmax
         self._nd = int(math.ceil(dmax / d_step)) + N_TAPS
         self._pm0, self._pw = _spread_weights(self._pd, d_step, self._nd)
         self._hx = STEP_TIMES_FREQ / (dmax + N_TAPS * d_step)
-        self._x0 = self.lo[0] * max(fit.qmin - 1e-6, 0.0) - N_TAPS * self._hx
+        self._x0 = z_lo * max(fit.qmin - 1e-6, 0.0) - N_TAPS * self._hx
         self._nx = int(math.ceil((xmax - self._x0) / self._hx)) + N_TAPS
         x = self._x0 + self._hx * np.arange(self._nx)
-        if fit.qbroad > 0 and us.refine:
+        if fit.qbroad > 0 and u_hi > u_lo:
             k = np.arange(N_U_NODES)
-            mid, half = 0.5 * (self.lo[1] + self.hi[1]), 0.5 * (self.hi[1] - self.lo[1])
+            mid, half = 0.5 * (u_lo + u_hi), 0.5 * (u_hi - u_lo)
             self._unodes = mid + half * np.cos(np.pi * (k + 0.5) / N_U_NODES)
         else:
-            self._unodes = np.array([self.start[1]])
+            self._unodes = np.array([u_lo])
         dgrid = d_step * np.arange(self._nd)
         xd = np.outer(dgrid, x)
         with np.errstate(divide="ignore", invalid="ignore"):
             base = np.where(dgrid[:, None] > 0, np.sin(xd) / dgrid[:, None], x[None, :])
         self._kernel = np.concatenate(
-            [base * np.exp(-un * fit.qbroad**2 * xd**2) for un in self._unodes], axis=1)
-        self._grids: dict[QGrid, _GridData] = {}
-        self.evaluations = 0  # model evaluations so far (diagnostic for benchmarks)
+            [base * np.exp(-un * fit.qbroad**2 * xd**2) for un in self._unodes], axis=1).astype(np.float32)
 
     def _grid_data(self, grid: QGrid) -> _GridData:
         if grid not in self._grids:
@@ -482,112 +736,228 @@ class BatchedEngine:
         return self._grids[grid]
 
     def _tables(self, keep, zref, rlo, rhi) -> tuple[np.ndarray, np.ndarray]:
-        """(pair counts, tables (nc, n_kinds, n_u*nx)) for candidates in windows (zref, rlo, rhi)."""
+        """(pair counts, tables (nc, n_kinds, n_u*nx) float32) for candidates in windows (zref, rlo, rhi)."""
         nc, nk = keep.shape[0], len(self.pairs.kinds)
         hist = np.zeros((nc, nk, self._nd))
         count = _histograms(keep, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
                             zref, rlo, rhi, hist)
-        tables = hist.reshape(nc * nk, self._nd) @ self._kernel
+        tables = hist.reshape(nc * nk, self._nd).astype(np.float32) @ self._kernel
         return count, tables.reshape(nc, nk, self._kernel.shape[1])
+
+    def _pair_lists(self, keep, idx, zref, rlo, rhi):
+        """(starts, distances, multiplicities) of candidates idx's windows (exact path)."""
+        return _pair_lists(keep, idx, self._pair_index, self._pd, self._pid, self._ud, self._ukind,
+                           len(self.pairs.kinds), zref, rlo, rhi)
+
+    def _states(self, theta: np.ndarray, present: np.ndarray) -> tuple[list[QGrid], np.ndarray, np.ndarray]:
+        """Fresh-calculator grid and window edges (rlo, rhi) of each candidate at physics θ (n, n_phys)."""
+        u = np.where(present, theta[:, IU:], -np.inf).max(axis=1)
+        klo, khi = self.inst.window_steps(np.maximum(u, 0.0), theta[:, ID1], theta[:, ID2])
+        grids = [self.inst.grid_for_steps(int(a), int(b)) for a, b in zip(klo, khi)]
+        return grids, klo * self.inst.rstep, khi * self.inst.rstep
 
     def fit(self, keep: np.ndarray, start: np.ndarray | None = None) -> FitResult:
         """Refine every row of `keep` (n, n_atoms) bool against every frame.
 
-        The result's arrays are (n,) for one PDF and (n, n_frames) for a series. `start` (n, 2):
-        (zoom, uiso) to start the first frame from (a series continued from stored frames);
-        rows with a NaN start, and every row without `start`, begin at the settings' start.
+        The result's arrays are (n,) for one PDF and (n, n_frames) for a series; frame f > 0 of a
+        candidate starts from its refined values in frame f - 1 (sequential refinement: neighbouring
+        frames differ little). `start` (n, len(recipe.columns)): values to start the first frame
+        from (a series continued from stored frames); rows with a NaN start begin at the settings'.
         """
         keep = np.ascontiguousarray(np.asarray(keep, dtype=bool))
         if keep.ndim != 2 or keep.shape[1] != self.pairs.species.size:
             raise ValueError(f"keep must be (n, {self.pairs.species.size}) bool, got {keep.shape}")
+        rc = self.recipe
         n = keep.shape[0]
-        result = FitResult.pending(n, self.frames.shape[0] if self.series else None)
-        theta0 = np.tile(self.start, (n, 1))
+        result = FitResult.pending(n, rc.columns, self.frames.shape[0] if self.series else None)
+        params0 = np.tile(rc.start, (n, 1))
         if start is not None:
+            start = np.asarray(start, dtype=float).reshape(n, len(rc.columns))
             given = np.isfinite(start).all(axis=1)
-            theta0[given] = np.clip(start[given], self.lo, self.hi)
+            cols = [rc.names.index(c) for c in rc.columns]
+            params0[np.ix_(given, cols)] = np.clip(start[given], rc.lo[cols], rc.hi[cols])
         # parallelism comes from running engines side by side; threaded BLAS inside
         # each would oversubscribe the cores (20x slower measured with 2 shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
             for lo in range(0, n, BATCH):
-                self._fit_batch(keep[lo:lo + BATCH], result, lo, theta0[lo:lo + BATCH])
+                self._fit_batch(keep[lo:lo + BATCH], result, lo, params0[lo:lo + BATCH])
         return result
 
-    def _fit_batch(self, keep: np.ndarray, result: FitResult, offset: int, theta0: np.ndarray) -> None:
+    def _eval_args(self, grid: QGrid, gd: _GridData, prefs: np.ndarray, tables, lists):
+        """The (kernel, exact) argument tuples of `_refine` for one group of candidates on one grid."""
+        na = grid.nq - grid.kmin
+        if self.mode == KERNEL:
+            nx = self._nx
+            kd = (tables, nx, prefs, gd.q, grid.kmin, self._x0, self._hx, _BARY, _OFFSETS, self._unodes,
+                  self._ka, self._kb, np.empty((5, max(nx, na))), np.empty((6, N_TAPS, na)),
+                  np.empty(na, np.int64), np.full(1, np.nan))
+            ed = (np.zeros((1, 2), np.int64), np.zeros(0), np.zeros(0), prefs, gd.q, grid.kmin, 0.0, self._ka,
+                  self._kb, np.zeros((13, 0)), np.zeros((6, 0)))
+        else:
+            kd = (np.zeros((1, 1, 1), np.float32), 0, prefs, gd.q, grid.kmin, 0.0, 1.0, _BARY, _OFFSETS,
+                  np.zeros(1), self._ka, self._kb, np.zeros((5, 1)), np.zeros((6, N_TAPS, 1)),
+                  np.zeros(1, np.int64), np.full(1, np.nan))
+            starts, dist, mult = lists
+            ed = (starts, dist, mult, prefs, gd.q, grid.kmin, self.settings.qbroad, self._ka, self._kb,
+                  np.empty((13, PAIR_BLOCK)), np.empty((6, na)))
+        return kd, ed
+
+    def _fit_batch(self, keep: np.ndarray, result: FitResult, offset: int, params0: np.ndarray) -> None:
+        rc = self.recipe
         nc = keep.shape[0]
         counts = keep.astype(float) @ np.eye(len(self.pairs.elements))[self.pairs.species]
-        grid0 = self.inst.qgrid(self.start[1])
-        zref = np.full(nc, self.start[0])
-        npairs, tables = self._tables(keep, zref, np.full(nc, grid0.rlo), np.full(nc, grid0.rhi))
-        n_frames = self.frames.shape[0]
-        for f in range(n_frames):
-            # the tables of the start state, shared by every frame (rounds change them in place)
-            last = f == n_frames - 1
-            frame_tables, frame_npairs = (tables, npairs) if last else (tables.copy(), npairs.copy())
-            out, theta = self._fit_frame(keep, counts, f, theta0.copy(), grid0, frame_tables, frame_npairs)
+        lo, hi = np.tile(rc.lo, (nc, 1)), np.tile(rc.hi, (nc, 1))
+        params0 = params0.copy()
+        for f in range(self.frames.shape[0]):
+            npairs, best, best_scale, best_params = self._rounds(keep, counts, params0, lo, hi, f)
+            found = best_params.copy()
+            for side in (-1, 1) if self.mode == EXACT else ():  # walk the objective's pieces (_neighbour_starts)
+                walking, at = np.flatnonzero(np.isfinite(best)), found
+                for _ in range(MAX_PIECE_STEPS):
+                    sel, start, lo_n, hi_n = self._neighbour_starts(at[walking], counts[walking] > 0, side)
+                    walking = walking[sel]
+                    if walking.size == 0:
+                        break
+                    # the piece's fresh cost where the walk enters it; refined only where that is
+                    # within reach of the best (its optimum is rarely far below its edge)
+                    _, cost, _, _ = self._rounds(keep[walking], counts[walking], start, lo_n, hi_n, f, refine=False)
+                    promising = cost < best[walking] * (1.0 + PIECE_MARGIN)
+                    rows = walking[promising]
+                    if rows.size:
+                        _, cost, scale, par = self._rounds(keep[rows], counts[rows], start[promising],
+                                                           lo_n[promising], hi_n[promising], f)
+                        better = cost < best[rows]
+                        best[rows[better]], best_scale[rows[better]] = cost[better], scale[better]
+                        best_params[rows[better]] = par[better]
+                    at = at.copy()
+                    at[walking] = start
             for c in range(nc):
                 row = (offset + c, f) if self.series else offset + c
-                if frame_npairs[c] == 0:
+                if npairs[c] == 0:
                     result.mark(row, Status.EMPTY)
+                elif np.isfinite(best[c]):
+                    result.set_row(row, math.sqrt(max(best[c], 0.0) / self.g2[f]), best_scale[c],
+                                   rc.values(best_params[c]))
                 else:
-                    cost, scale = out[c, 0], out[c, 1]
-                    rwp = math.sqrt(max(cost, 0.0) / self.g2[f]) if np.isfinite(cost) else math.nan
-                    result.set_row(row, rwp, scale, theta[c, 0], theta[c, 1])
-            ok = np.isfinite(out[:, 0]) & np.isfinite(theta).all(axis=1)
-            theta0[ok] = theta[ok]  # the next frame starts where this one ended
+                    result.mark(row, Status.NONFINITE)
+            ok = np.isfinite(best)
+            params0[ok] = best_params[ok]  # the next frame starts where this one ended
 
-    def _fit_frame(self, keep, counts, f: int, theta: np.ndarray, grid0: QGrid, tables: np.ndarray,
-                   npairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rounds of refinement of frame f from `theta`; tables/npairs hold the state of grid0 at
-        the settings' start zoom and are updated in place. Returns (cost, scale, evaluations) and theta."""
-        nc = keep.shape[0]
-        grids = [grid0] * nc
-        zref = np.full(nc, self.start[0])
-        rlo = np.full(nc, grid0.rlo)
-        rhi = np.full(nc, grid0.rhi)
-        out = np.zeros((nc, 3))  # cost, scale, evaluations
+    def _neighbour_starts(self, params: np.ndarray, present: np.ndarray, side: int):
+        """Starts and bounds that confine a refinement to the next piece of the objective.
+
+        The fresh-calculator objective is piecewise smooth: its Q grid and pair window step with
+        the largest U of the candidate (README 4.3 of the v2 fixtures: ~1e-3 in R_wp a step, up
+        to ~1e-2 seen). Rounds of frozen states settle in one piece, but the best fresh R_wp can
+        lie just across a step, where the frozen optimum is outside the piece. So the largest U
+        is held below (side -1) or above (+1) the nearest step while the rest refines; the
+        result counts only if its fresh R_wp is better. Returns (rows, start, lo, hi).
+        """
+        rc = self.recipe
+        theta = rc.physics(params)
+        u_el = np.where(present, theta[:, IU:], -np.inf)
+        e_max = u_el.argmax(axis=1)
+        k_max = np.array([np.flatnonzero(rc.matrix[IU + e])[0] for e in e_max], dtype=np.int64)
+        u0 = u_el.max(axis=1)
+        rows = np.arange(params.shape[0])
+        if not rc.free[np.unique(k_max)].any():
+            return rows[:0], params[:0], params[:0], params[:0]
+        key0 = self.inst.window_steps(u0, theta[:, ID1], theta[:, ID2])
+        bound = np.where(side < 0, rc.lo[k_max], rc.hi[k_max])
+        same, other = u0.copy(), bound.copy()
+        key_b = self.inst.window_steps(other, theta[:, ID1], theta[:, ID2])
+        has = rc.free[k_max] & ((key_b[0] != key0[0]) | (key_b[1] != key0[1]))
+        for _ in range(40):  # bisection for the step: `same` stays in this piece, `other` across
+            mid = 0.5 * (same + other)
+            km = self.inst.window_steps(mid, theta[:, ID1], theta[:, ID2])
+            moved = (km[0] != key0[0]) | (km[1] != key0[1])
+            other = np.where(moved, mid, other)
+            same = np.where(moved, same, mid)
+        rows = rows[has]
+        lo, hi = np.tile(rc.lo, (rows.size, 1)), np.tile(rc.hi, (rows.size, 1))
+        start = params[rows].copy()
+        u_cols = [k for k in range(len(rc.names)) if rc.matrix[IU:, k].any()]
+        for n, r in enumerate(rows):
+            if side < 0:  # every U at most the step's lower side, so the max stays in that piece
+                for k in u_cols:
+                    hi[n, k] = max(min(hi[n, k], other[r]), lo[n, k])
+            else:
+                lo[n, k_max[r]] = min(other[r], hi[n, k_max[r]])
+        start = np.clip(start, lo, hi)
+        return rows, start, lo, hi
+
+    def _rounds(self, keep: np.ndarray, counts: np.ndarray, params: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                f: int, refine: bool = True):
+        """Rounds of frozen-state refinements of frame f from `params` within per-candidate bounds (lo, hi).
+
+        Returns (pair counts at the start, best fresh cost, its scale, its parameters); with
+        refine=False just the fresh cost at `params`.
+        """
+        rc = self.recipe
+        nc, nk = keep.shape[0], len(self.pairs.kinds)
+        present = counts > 0
+        params = params.copy()
+        grids, rlo, rhi = self._states(rc.physics(params), present)
+        zref = rc.physics(params)[:, 0].copy()
+        if self.mode == KERNEL:
+            npairs, tables = self._tables(keep, zref, rlo, rhi)
+        else:
+            tables = None
+            starts = self._pair_lists(keep, np.arange(nc), zref, rlo, rhi)[0]
+            npairs = starts[:, -1] - starts[:, 0]
+        npairs0 = npairs.copy()
+        out = np.zeros((nc, 5))  # cost, scale, evaluations, start's cost and scale
         out[:, :2] = np.nan
+        # the best fresh-calculator cost met so far, and its parameters: the objective is only
+        # piecewise smooth (the Q grid steps with max U and the deltas), so rounds can alternate
+        # between two states; the better fresh one is reported
+        best = np.full(nc, np.inf)
+        best_scale = np.full(nc, np.nan)
+        best_params = params.copy()
         todo = np.flatnonzero(npairs > 0)
-        moved = np.flatnonzero((theta != self.start).any(axis=1) & (npairs > 0))
-        if moved.size:  # a warm start: begin in the fresh state at the start values
-            fresh = [self.inst.qgrid(theta[c, 1]) for c in moved]
-            new_lo = np.array([g.rlo for g in fresh])
-            new_hi = np.array([g.rhi for g in fresh])
-            _shift_windows(keep, moved, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
-                           zref[moved], rlo[moved], rhi[moved], theta[moved, 0], new_lo, new_hi,
-                           self._kernel, tables, npairs)
-            for n, c in enumerate(moved):
-                grids[c] = fresh[n]
-            zref[moved], rlo[moved], rhi[moved] = theta[moved, 0], new_lo, new_hi
-            todo = todo[npairs[todo] > 0]
         for rnd in range(MAX_ROUNDS + 1):
-            max_iter = MAX_ITER if rnd < MAX_ROUNDS else 0  # last pass: evaluate the fresh state
+            max_iter = MAX_ITER if rnd < MAX_ROUNDS and refine else 0  # last pass: evaluate the fresh state
+            start_params = params[todo].copy()
             groups: dict[QGrid, list[int]] = {}
             for c in todo:
                 groups.setdefault(grids[c], []).append(c)
             for grid, members in groups.items():
                 idx = np.array(members, dtype=np.int64)
                 gd = self._grid_data(grid)
-                _refine(tables, self._nx, idx, gd.prefactors(counts[idx]), gd.q, grid.kmin, gd.rt_fac, gd.gq[f],
-                        float(self.g2[f]), self._x0, self._hx, _BARY, _OFFSETS, self._unodes, theta, self.lo, self.hi,
-                        self.free, STEP0, max_iter, FTOL, out)
-            if rnd == MAX_ROUNDS or todo.size == 0:
+                lists = self._pair_lists(keep, idx, zref[idx], rlo[idx], rhi[idx]) if self.mode == EXACT else None
+                kd, ed = self._eval_args(grid, gd, gd.prefactors(counts[idx]), tables, lists)
+                _refine(self.mode, kd, ed, idx, params, rc.matrix, lo, hi, rc.free, rc.step0,
+                        grid.nq - grid.kmin, gd.rt_fac, gd.gq[f], float(self.g2[f]), max_iter, FTOL, out)
+            if rnd > 0 or not refine:  # each round starts at the previous optimum in its fresh state
+                better = out[todo, 3] < best[todo]
+                best[todo[better]] = out[todo[better], 3]
+                best_scale[todo[better]] = out[todo[better], 4]
+                best_params[todo[better]] = start_params[better]
+            if rnd == MAX_ROUNDS or todo.size == 0 or not refine:
                 break
             # fresh-calculator state at the refined parameters: refine again where it changed
-            fresh = [self.inst.qgrid(theta[c, 1]) for c in todo]
-            new_lo = np.array([g.rlo for g in fresh])
-            new_hi = np.array([g.rhi for g in fresh])
-            moved = _shift_windows(keep, todo, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
-                                   zref[todo], rlo[todo], rhi[todo], theta[todo, 0], new_lo, new_hi,
-                                   self._kernel, tables, npairs)
+            theta = rc.physics(params[todo])
+            fresh, new_lo, new_hi = self._states(theta, present[todo])
+            moved = _shift_windows(keep, todo, self._by_d, self._pi, self._pj, self._pkind, self._pd, self._pm0,
+                                   self._pw, zref[todo], rlo[todo], rhi[todo], theta[:, 0], new_lo, new_hi,
+                                   self._kernel, tables if tables is not None else np.zeros((1, 1, 1), np.float32),
+                                   npairs, self.mode == KERNEL)
             regrid = np.array([g != grids[c] for g, c in zip(fresh, todo)], dtype=bool)
+            settled = todo[~(moved | regrid)]  # the optimum's own state: a fresh cost
+            better = out[settled, 0] < best[settled]
+            best[settled[better]] = out[settled[better], 0]
+            best_scale[settled[better]] = out[settled[better], 1]
+            best_params[settled[better]] = params[settled[better]]
             for n, c in enumerate(todo):
                 grids[c] = fresh[n]
-            zref[todo], rlo[todo], rhi[todo] = theta[todo, 0], new_lo, new_hi
+            zref[todo], rlo[todo], rhi[todo] = theta[:, 0], new_lo, new_hi
+            if self.mode == EXACT:  # pair counts follow the new windows (lists are rebuilt per group)
+                starts = self._pair_lists(keep, todo, zref[todo], rlo[todo], rhi[todo])[0]
+                npairs[todo] = starts[:, -1] - starts[:, 0]
             todo = todo[(moved | regrid) & (npairs[todo] > 0)]
         self.evaluations += int(out[:, 2].sum())
-        return out, theta
+        return npairs0, best, best_scale, best_params
 
-    def model_pdf(self, keep_row, scale: float, zoom: float, uiso: float) -> np.ndarray:
-        """scale * G on the fit grid from the exact calculator in the fresh state."""
-        return model_pdf(self.pairs, self.inst, self.r, keep_row, scale, zoom, uiso)
+    def model_pdf(self, keep_row, scale: float, values: dict[str, float]) -> np.ndarray:
+        """scale * G on the fit grid from the exact calculator in the fresh state at these parameter values."""
+        return model_pdf(self.pairs, self.inst, self.r, keep_row, scale, self.recipe.physics(self.recipe.vector(values)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from motex_dask.settings import FitSettings
+from motex_dask.fit.recipe import ID1, ID2, IU, IZ
 from motex_dask.pdf.calculator import Instrument, PairTable, structure_function, transform_matrix
+from motex_dask.settings import FitSettings
 
 
 def fit_window(r, gobs, fit: FitSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -31,9 +32,19 @@ def fit_window(r, gobs, fit: FitSettings) -> tuple[np.ndarray, np.ndarray]:
     return r, gobs
 
 
-def model_pdf(pairs: PairTable, inst: Instrument, r: np.ndarray, keep_row, scale: float, zoom: float,
-              uiso: float) -> np.ndarray:
-    """scale * G(r) of the kept atoms from a fresh calculator (Q grid and window at uiso, zoom)."""
-    grid = inst.qgrid(uiso)
-    f = structure_function(pairs, grid, uiso, inst.qbroad, inst.radiation, zoom, keep=np.asarray(keep_row, bool))
+def max_uiso(theta: np.ndarray, present: np.ndarray) -> float:
+    """srreal's max Uii: the largest Uiso among the elements the structure holds."""
+    u = np.asarray(theta, dtype=float)[IU:][np.asarray(present, bool)]
+    return float(u.max()) if u.size else 0.0
+
+
+def model_pdf(pairs: PairTable, inst: Instrument, r: np.ndarray, keep_row, scale: float,
+              theta: np.ndarray) -> np.ndarray:
+    """scale * G(r) of the kept atoms from a fresh calculator at physics vector θ (see recipe)."""
+    keep = np.asarray(keep_row, bool)
+    present = np.bincount(pairs.species[keep], minlength=len(pairs.elements)) > 0
+    grid = inst.qgrid(max_uiso(theta, present), theta[ID1], theta[ID2])
+    uiso = np.asarray(theta[IU:], dtype=float)[pairs.species]
+    f = structure_function(pairs, grid, uiso, inst.qbroad, inst.radiation, theta[IZ], keep=keep,
+                           delta1=theta[ID1], delta2=theta[ID2])
     return scale * (transform_matrix(grid, r, inst.rstep, inst.qdamp) @ f)

@@ -21,32 +21,40 @@ class Status(IntEnum):
 
 @dataclass
 class FitResult:
-    """Refined rwp, scale, zoom, uiso (n,) float64 and status (n,) int8 for n candidates
-    (each (n, n_frames) for a series of frames).
+    """Refined rwp, scale and one (n,) float64 array per reported parameter, status (n,) int8
+    (each (n, n_frames) for a series of frames; rows then index as (row, frame)).
 
-    Rows that are not OK hold NaN, except EMPTY rows (no atom pair in the pair window):
-    their model is G = 0, so rwp = 1 and scale = 0 exactly.
+    `params` is keyed by the recipe's columns (``zoom``, ``uiso`` or ``uiso_<El>``, refined
+    ``delta1``/``delta2``). Rows that are not OK hold NaN, except EMPTY rows (no atom pair in
+    the pair window): their model is G = 0, so rwp = 1 and scale = 0 exactly.
     """
 
     rwp: np.ndarray
     scale: np.ndarray
-    zoom: np.ndarray
-    uiso: np.ndarray
+    params: dict[str, np.ndarray]
     status: np.ndarray
 
     @classmethod
-    def pending(cls, n: int, n_frames: int | None = None) -> "FitResult":
-        """n rows, or (n, n_frames) for a series of frames (rows then index as (row, frame))."""
+    def pending(cls, n: int, columns, n_frames: int | None = None) -> "FitResult":
+        """n rows of the parameter `columns`, or (n, n_frames) for a series of frames."""
         shape = (n,) if n_frames is None else (n, n_frames)
-        nan = np.full(shape, np.nan)
-        return cls(rwp=nan.copy(), scale=nan.copy(), zoom=nan.copy(), uiso=nan.copy(),
+        return cls(rwp=np.full(shape, np.nan), scale=np.full(shape, np.nan),
+                   params={name: np.full(shape, np.nan) for name in columns},
                    status=np.full(shape, Status.PENDING, dtype=np.int8))
 
-    def set_row(self, row: int, rwp: float, scale: float, zoom: float, uiso: float) -> None:
+    def __getitem__(self, name: str) -> np.ndarray:
+        """rwp, scale or a parameter column by name."""
+        if name in ("rwp", "scale"):
+            return getattr(self, name)
+        return self.params[name]
+
+    def set_row(self, row, rwp: float, scale: float, values: dict[str, float]) -> None:
         """Store one fitted row: OK if every value is finite, NONFINITE (all NaN) otherwise."""
-        values = (rwp, scale, zoom, uiso)
-        if all(np.isfinite(v) for v in values):
-            self.rwp[row], self.scale[row], self.zoom[row], self.uiso[row] = values
+        vals = [rwp, scale] + [values[name] for name in self.params]
+        if all(np.isfinite(v) for v in vals):
+            self.rwp[row], self.scale[row] = rwp, scale
+            for name in self.params:
+                self.params[name][row] = values[name]
             self.status[row] = Status.OK
         else:
             self.mark(row, Status.NONFINITE)
@@ -55,6 +63,6 @@ class FitResult:
         """Flag rows as not fitted; EMPTY rows get rwp 1 and scale 0 (their model is G = 0)."""
         self.rwp[row] = 1.0 if status == Status.EMPTY else np.nan
         self.scale[row] = 0.0 if status == Status.EMPTY else np.nan
-        self.zoom[row] = np.nan
-        self.uiso[row] = np.nan
+        for values in self.params.values():
+            values[row] = np.nan
         self.status[row] = status

@@ -7,7 +7,9 @@ Conventions (libdiffpy 1.4, see tests/data/srreal/README.md section 5), all with
 * extension = min(maxextension, 6 termination ripples + Gaussian peak tail of the widest
   Jeong peak); extendedrmin/max snapped to the r step; pairs outside that window dropped;
 * qstep = π/extendedrmax, F on ``k*qstep`` for ``0 <= k < ceil(qmax/qstep)``;
-* F(Q) = Σ_{i≠j} f_i f_j exp(-σ²Q²/2) sin(Qd)/d / (N <f>²), σ² = (U_i+U_j)(1+(qbroad d)²);
+* F(Q) = Σ_{i≠j} f_i f_j exp(-σ²Q²/2) sin(Qd)/d / (N <f>²) with the Jeong width
+  σ² = (U_i+U_j)·J(d), J(d) = 1 - δ1/d - δ2/d² + (qbroad d)², and σ = 0 where J(d) <= 0
+  (srreal's zero-width clamp; tests/data/srreal-v2/README.md section 4);
 * G: F zeroed below kmin, sine transform on the Npad2 grid, linear interpolation onto r,
   times the qdamp envelope exp(-(qdamp r)²/2).
 
@@ -16,8 +18,10 @@ The pieces the fit engines reuse (Q grid, the linear map F -> G) are public.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,7 @@ SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
     "qmin": (0.0, 100.0, True), "qmax": (0.0, 100.0, False), "qdamp": (0.0, 1.0, True),
     "qbroad": (0.0, 1.0, True), "rmin": (0.0, 1000.0, True), "rmax": (0.0, 1000.0, False),
     "rstep": (1e-4, 1.0, True), "uiso": (0.0, 1.0, False), "zoom": (0.1, 10.0, True),
+    "delta1": (0.0, 100.0, True), "delta2": (0.0, 100.0, True),
 }
 #: Most r points of one calculated PDF (100 Å at 0.0001 Å steps).
 MAX_R_POINTS = 1_000_000
@@ -122,36 +127,72 @@ class Instrument:
     @classmethod
     def for_profile(cls, r: np.ndarray, *, qmin: float, qmax: float, qdamp: float, qbroad: float,
                     radiation: str = "xray") -> "Instrument":
-        """Settings srfit's PDF generator derives from a profile grid r (its ``_prepare``)."""
+        """A fresh calculator whose r grid is the uniform profile grid r: rmin its first point,
+        rmax one step past its last (srreal excludes rmax), as the v2 fixtures' fresh re-scores.
+
+        (srfit's own generator uses rmax = last + rstep/2, which can put its pair window one
+        r step lower: srreal-v2 README 5.5.)
+        """
         r = np.asarray(r, dtype=float)
         if r.size < 2:
             raise ValueError("the fit grid needs at least two r points")
         lo, hi = float(r.min()), float(r.max())
         rstep = (hi - lo) / (r.size - 1)
         return cls(qmin=qmin, qmax=qmax, qdamp=qdamp, qbroad=qbroad, rmin=lo,
-                   rmax=hi + 0.5 * rstep, rstep=rstep, radiation=radiation)
+                   rmax=lo + r.size * rstep, rstep=rstep, radiation=radiation)
 
     def r(self) -> np.ndarray:
         return r_grid(self.rmin, self.rmax, self.rstep)
 
-    def extension(self, max_uiso: float) -> float:
-        """r-range extension: termination ripples plus the widest peak's tail, capped."""
-        ripples = N_RIPPLES * 2.0 * math.pi / self.qmax if self.qmax > 0 else 0.0
-        jeong = max(1.0, 1.0 + (self.qbroad * self.rmin) ** 2, 1.0 + (self.qbroad * self.rmax) ** 2)
-        fwhm = FWHM_PER_SIGMA * math.sqrt(2.0 * max_uiso) * math.sqrt(jeong) if max_uiso > 0 else 0.0
-        return min(self.maxextension, ripples + TAIL_PER_FWHM * fwhm)
+    def extension(self, max_uiso, delta1=0.0, delta2=0.0):
+        """r-range extension: termination ripples plus the widest peak's tail, capped.
 
-    def qgrid(self, max_uiso: float) -> QGrid:
-        """The Q grid and pair window of a fresh calculator for a structure with this max Uiso."""
-        ext = self.extension(max_uiso)
-        rlo = max(0, rmin_steps(self.rmin - ext, self.rstep)) * self.rstep
-        rhi = rmax_steps(self.rmax + ext, self.rstep) * self.rstep
-        qstep = math.pi / rhi if self.qmax * rhi / math.pi > 4 else self.qmax / 4
-        nq = int(math.ceil(self.qmax / qstep))
-        kmin = int(math.ceil(self.qmin / qstep))
-        if abs(self.qmin - (kmin - 1) * qstep) <= SQRT_EPS:
-            kmin -= 1
-        return QGrid(qstep=qstep, nq=nq, kmin=min(kmin, nq), rlo=rlo, rhi=rhi)
+        The widest peak is that of the largest Uiso with the Jeong factor max(1, J(rmin), J(rmax)).
+        Works elementwise on arrays (the fit engines ask for many candidates at once).
+        """
+        ripples = N_RIPPLES * 2.0 * math.pi / self.qmax if self.qmax > 0 else 0.0
+        jeong = np.maximum(1.0, np.maximum(jeong_factor(self.rmin, self.qbroad, delta1, delta2),
+                                           jeong_factor(self.rmax, self.qbroad, delta1, delta2)))
+        u = np.asarray(max_uiso, dtype=float)
+        fwhm = FWHM_PER_SIGMA * np.sqrt(2.0 * np.maximum(u, 0.0)) * np.sqrt(jeong)
+        return np.minimum(self.maxextension, ripples + TAIL_PER_FWHM * fwhm)
+
+    def window_steps(self, max_uiso, delta1=0.0, delta2=0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(extendedrmin, extendedrmax) in r steps for arrays of max Uiso, delta1, delta2."""
+        ext = self.extension(max_uiso, delta1, delta2)
+        x = (self.rmin - ext) / self.rstep
+        klo = np.ceil(x).astype(np.int64)
+        klo -= np.abs(self.rmin - ext - (klo - 1) * self.rstep) <= SQRT_EPS  # rmin_steps' eps rule
+        khi = np.ceil((self.rmax + ext) / self.rstep).astype(np.int64)
+        return np.maximum(klo, 0), khi
+
+    def qgrid(self, max_uiso: float, delta1: float = 0.0, delta2: float = 0.0) -> QGrid:
+        """The Q grid and pair window of a fresh calculator: max Uiso of the structure, its deltas."""
+        klo, khi = self.window_steps(max_uiso, delta1, delta2)
+        return self.grid_for_steps(int(klo), int(khi))
+
+    def grid_for_steps(self, klo: int, khi: int) -> QGrid:
+        """The Q grid of the pair window [klo, khi] * rstep (cached: engines meet few distinct ones)."""
+        return _grid_for_steps(self, klo, khi)
+
+
+@functools.lru_cache(maxsize=4096)
+def _grid_for_steps(inst: Instrument, klo: int, khi: int) -> QGrid:
+    rlo, rhi = klo * inst.rstep, khi * inst.rstep
+    qstep = math.pi / rhi if inst.qmax * rhi / math.pi > 4 else inst.qmax / 4
+    nq = int(math.ceil(inst.qmax / qstep))
+    kmin = int(math.ceil(inst.qmin / qstep))
+    if abs(inst.qmin - (kmin - 1) * qstep) <= SQRT_EPS:
+        kmin -= 1
+    return QGrid(qstep=qstep, nq=nq, kmin=min(kmin, nq), rlo=rlo, rhi=rhi)
+
+
+def jeong_factor(d, qbroad: float, delta1: float = 0.0, delta2: float = 0.0):
+    """J(d) = 1 - δ1/d - δ2/d² + (qbroad d)²: σ² = (U_i + U_j)·J(d); 0 below machine epsilon."""
+    d = np.asarray(d, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        j = 1.0 - delta1 / d - delta2 / d**2 + (qbroad * d) ** 2
+    return np.where(d < np.finfo(float).eps, 0.0, j)
 
 
 def fft_length(grid: QGrid, rstep: float) -> int:
@@ -239,10 +280,12 @@ class PairTable:
 
 def structure_function(pairs: PairTable, grid: QGrid, uiso, qbroad: float, radiation: str = "xray",
                        zoom: float = 1.0, keep: np.ndarray | None = None,
-                       window_zoom: float | None = None, ff: np.ndarray | None = None) -> np.ndarray:
+                       window_zoom: float | None = None, ff: np.ndarray | None = None,
+                       delta1: float = 0.0, delta2: float = 0.0) -> np.ndarray:
     """Debye F(Q) on `grid` of the atoms `keep` (all by default), coordinates times `zoom`.
 
-    `uiso` is a scalar or one value per atom of the full structure. Normalised by the kept
+    `uiso` is a scalar or one value per atom of the full structure; each pair's width is
+    (U_i + U_j)·J(d) at its zoomed distance, zero where J <= 0 (module docstring). Normalised by the kept
     atoms' own N<f(Q)>², as for a structure built from those atoms alone. The pair window
     [grid.rlo, grid.rhi] applies to distances times `window_zoom` (default: `zoom`), which
     lets a fit hold the summed pairs fixed while zoom varies. `ff` may pass the scattering
@@ -263,7 +306,8 @@ def structure_function(pairs: PairTable, grid: QGrid, uiso, qbroad: float, radia
         for start in range(0, idx.size, _PAIR_CHUNK):
             p = idx[start:start + _PAIR_CHUNK]
             dp = d[p][:, None]
-            msd = (u[pairs.i[p]] + u[pairs.j[p]])[:, None] * (1.0 + (qbroad * dp) ** 2)
+            jeong = np.maximum(jeong_factor(dp, qbroad, delta1, delta2), 0.0)  # the zero-width clamp
+            msd = (u[pairs.i[p]] + u[pairs.j[p]])[:, None] * jeong
             amp = 2.0 * fab * np.exp(-0.5 * msd * q**2) / dp  # ordered pairs: i<j counted twice
             # srreal stops a pair's Q loop at the first point below DEBYE_PRECISION
             amp *= np.logical_and.accumulate(np.abs(amp) >= DEBYE_PRECISION, axis=1)
@@ -275,15 +319,31 @@ def structure_function(pairs: PairTable, grid: QGrid, uiso, qbroad: float, radia
     return num * norm
 
 
+def per_atom_uiso(symbols, uiso) -> np.ndarray:
+    """Uiso of every atom from a scalar, a per-atom sequence or an {element: Uiso} mapping."""
+    symbols = [str(s) for s in symbols]
+    if isinstance(uiso, Mapping):
+        missing = sorted(set(symbols) - set(uiso))
+        if missing:
+            raise ValueError(f"no Uiso given for element(s) {', '.join(missing)}")
+        return np.array([float(uiso[s]) for s in symbols])
+    return np.broadcast_to(np.asarray(uiso, dtype=float), (len(symbols),)).copy()
+
+
 def pdf_from_atoms(symbols, positions, *, qmin: float, qmax: float, qdamp: float, qbroad: float,
                    rmin: float, rmax: float, rstep: float, uiso=0.005, zoom: float = 1.0,
-                   radiation: str = "xray") -> tuple[np.ndarray, np.ndarray]:
-    """(r, G) of a discrete structure as a fresh srreal DebyePDFCalculator gives it."""
+                   radiation: str = "xray", delta1: float = 0.0, delta2: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(r, G) of a discrete structure as a fresh srreal DebyePDFCalculator gives it.
+
+    `uiso`: one value for every atom, one per atom, or a mapping element -> value.
+    """
     inst = Instrument(qmin=qmin, qmax=qmax, qdamp=qdamp, qbroad=qbroad, rmin=rmin, rmax=rmax,
                       rstep=rstep, radiation=radiation)
     pairs = PairTable.build(symbols, positions)
-    grid = inst.qgrid(float(np.max(uiso)))
-    f = structure_function(pairs, grid, uiso, qbroad, radiation, zoom)
+    u = per_atom_uiso(symbols, uiso)
+    grid = inst.qgrid(float(u.max()), delta1, delta2)
+    f = structure_function(pairs, grid, u, qbroad, radiation, zoom, delta1=delta1, delta2=delta2)
     r = inst.r()
     return r, sine_transform(grid, f, r, rstep, qdamp)
 

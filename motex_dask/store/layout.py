@@ -23,6 +23,7 @@ from .. import __version__
 from ..catalogue.candidates import SHAPE_FILL, SHAPE_NAMES, SHAPE_NONE, Candidates
 from ..data import PDFData
 from ..fit import Status
+from ..fit.recipe import Recipe
 from ..settings import Campaign
 from ..structure import StartingModel
 
@@ -33,7 +34,9 @@ ATTR = "motex_dask"
 #: Store key of the run lock (not a Zarr node: Zarr ignores it).
 LOCK_KEY = "motex.lock"
 
-# Per-candidate arrays: name -> (dtype, fill value). All have dims (candidate[, atom]).
+# Per-candidate arrays: name -> (dtype, fill value). All have dims (candidate[, atom]). One more
+# float64 array per refined parameter of the campaign's fit recipe sits beside rwp and scale
+# (`row_arrays`): zoom and uiso by default, e.g. zoom, uiso_W, uiso_O, delta2 for richer recipes.
 ROW_ARRAYS: dict[str, tuple[str, Any]] = {
     "mask": ("bool", False),
     "n_atoms": ("int32", 0),
@@ -53,8 +56,8 @@ ROW_ARRAYS: dict[str, tuple[str, Any]] = {
 #: The shape arrays, in Candidates order: centre (x, y, z) then semi-axes (a, b, c).
 CENTRE = ("centre_x", "centre_y", "centre_z")
 SEMI_AXES = ("semi_axis_a", "semi_axis_b", "semi_axis_c")
-#: Refined values: finite for OK rows, NaN for every other row except the EMPTY_VALUES.
-REFINED = ("rwp", "scale", "zoom", "uiso")
+#: The fit parameters stored by stores written before recipes had more (no `fit_columns` attribute).
+DEFAULT_FIT_COLUMNS = ("zoom", "uiso")
 #: A candidate with no atom pair has the model G = 0: R_wp 1 and scale 0 exactly.
 EMPTY_VALUES = {"rwp": 1.0, "scale": 0.0}
 # Per-chunk ledger arrays (one Zarr chunk per fit task, each with a CRC32C checksum).
@@ -69,10 +72,39 @@ CHUNK_ARRAYS: dict[str, tuple[str, Any]] = {
 SNAPSHOT = "chunk_done_snapshot"
 #: Client-side snapshot writes during a run, at most this often (and once at its end).
 SNAPSHOT_SECONDS = 30.0
-#: Every array the store holds (also: `atom_index`, dims (atom,)).
+#: Every array a store of the default recipe holds (also: `atom_index`, dims (atom,)).
 ARRAY_NAMES = (*ROW_ARRAYS, *CHUNK_ARRAYS, SNAPSHOT, "atom_index")
 #: Arrays that record run times, not results: they differ between two runs of the same campaign.
 TIMING_ARRAYS = ("chunk_seconds", "chunk_end")
+
+
+def fit_columns(campaign: Campaign, model: StartingModel) -> tuple[str, ...]:
+    """The refined parameters the campaign's recipe reports per candidate (one array each)."""
+    elements = tuple(dict.fromkeys(str(s) for s in model.symbols))
+    return Recipe.from_settings(campaign.fit, elements).columns
+
+
+def refined_names(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """rwp, scale and the fit parameters: finite on OK rows, NaN on every other row except the
+    EMPTY_VALUES."""
+    return ("rwp", "scale", *columns)
+
+
+def row_arrays(columns: tuple[str, ...]) -> dict[str, tuple[str, Any]]:
+    """Per-candidate arrays of a store whose recipe refines `columns` (in place of zoom, uiso)."""
+    out: dict[str, tuple[str, Any]] = {}
+    for name, spec in ROW_ARRAYS.items():
+        if name == "scale":
+            out[name] = spec
+            out.update({c: ("float64", float("nan")) for c in columns})
+        elif name not in DEFAULT_FIT_COLUMNS:
+            out[name] = spec
+    return out
+
+
+def is_fit_column(name: str) -> bool:
+    """Whether an array name is one a fit recipe can add (a half-created store may hold it)."""
+    return name in ("zoom", "uiso", "delta1", "delta2") or name.startswith("uiso_")
 
 
 
@@ -160,9 +192,10 @@ def shape_columns(drawn: Candidates) -> dict[str, np.ndarray]:
             **{name: drawn.axes[:, k] for k, name in enumerate(SEMI_AXES)}}
 
 
-def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int) -> None:
+def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int,
+                columns: tuple[str, ...] = DEFAULT_FIT_COLUMNS) -> None:
     """Refuse a chunk that breaks the layout's rules (a programming error, not user input)."""
-    missing = set(ROW_ARRAYS) - set(arrays)
+    missing = set(row_arrays(columns)) - set(arrays)
     if missing:
         raise ValueError(f"chunk {c}: missing arrays {sorted(missing)}")
     for name, arr in arrays.items():
@@ -174,7 +207,7 @@ def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int) -> N
         raise ValueError(f"chunk {c}: {int(np.sum(status == Status.PENDING))} rows still PENDING")
     ok = status == Status.OK
     empty = status == Status.EMPTY
-    for name in REFINED:
+    for name in refined_names(columns):
         values = np.asarray(arrays[name], dtype=np.float64)
         expected_nan = ~ok & ~empty if name in EMPTY_VALUES else ~ok
         if not np.all(np.isfinite(values[ok])) or not np.all(np.isnan(values[expected_nan])):

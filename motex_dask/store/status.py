@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from ..fit import Status
-from .layout import ROW_ARRAYS
 from .lock import RunLock, format_time
 from .store import CampaignStore
 
@@ -59,7 +58,8 @@ def status_report(url: str) -> dict[str, Any]:
         "by_status": counts,
         "failed": int(sum(v for k, v in counts.items() if k not in ("ok", "duplicate"))),
         "duplicates": counts["duplicate"],
-        "best": None if best is None else {"row": best, "rwp": float(rwp[best])},
+        "best": None if best is None else {"row": best, "rwp": float(rwp[best]),
+                                           **{k: float(store.array(k)[best]) for k in store.refined[1:]}},
         "running": {"host": holder["host"], "pid": holder["pid"], "started": holder["started"],
                     "heartbeat_age_s": time.time() - holder["heartbeat"]} if running else None,
         "rate_rows_per_s": rate,
@@ -72,7 +72,7 @@ def status_report(url: str) -> dict[str, Any]:
 def _read_rows(store: CampaignStore, name: str, done: np.ndarray) -> np.ndarray:
     """A per-candidate array; chunks that are not done (maybe being written right now) are skipped."""
     arr = store.array(name)
-    out = np.full(store.size, ROW_ARRAYS[name][1], dtype=arr.dtype)
+    out = np.full(store.size, store.row_arrays[name][1], dtype=arr.dtype)
     n = min(store.size, arr.shape[0])  # shorter while an extension is half done
     try:
         out[:n] = arr[:n]
@@ -104,7 +104,8 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append(f"results    ok {by['ok']}, duplicates {r['duplicates']}, failed {r['failed']}"
                  + (f" ({failures})" if failures else ""))
     if r["best"] is not None:
-        lines.append(f"best R_wp  {r['best']['rwp']:.5f} (candidate {r['best']['row']})")
+        refined = ", ".join(f"{k} {v:.6g}" for k, v in r["best"].items() if k not in ("row", "rwp"))
+        lines.append(f"best R_wp  {r['best']['rwp']:.5f} (candidate {r['best']['row']}: {refined})")
     if r["running"]:
         run = r["running"]
         lines.append(f"running    on {run['host']}, PID {run['pid']}, since {format_time(run['started'])}")

@@ -32,13 +32,17 @@ from .layout import (
     CHUNK_ARRAYS,
     FORMAT,
     LOCK_KEY,
-    ROW_ARRAYS,
+    DEFAULT_FIT_COLUMNS,
     SNAPSHOT,
     check_chunk,
     combine,
     describe_changes,
     fingerprint_parts,
+    fit_columns,
+    is_fit_column,
     open_zarr_store,
+    refined_names,
+    row_arrays,
 )
 from .lock import RunLock
 
@@ -108,6 +112,21 @@ class CampaignStore:
     @property
     def fingerprint(self) -> str:
         return self._meta.attrs["fingerprint"]
+
+    @property
+    def fit_columns(self) -> tuple[str, ...]:
+        """The refined parameters stored per candidate (zoom, uiso or uiso_<El>, refined deltas)."""
+        return tuple(self._meta.attrs.get("fit_columns", DEFAULT_FIT_COLUMNS))
+
+    @property
+    def refined(self) -> tuple[str, ...]:
+        """rwp, scale and the fit columns."""
+        return refined_names(self.fit_columns)
+
+    @property
+    def row_arrays(self) -> dict[str, tuple[str, Any]]:
+        """Per-candidate arrays: name -> (dtype, fill value)."""
+        return row_arrays(self.fit_columns)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -261,11 +280,12 @@ class CampaignStore:
         """
         start, stop = self.bounds(c)
         n = stop - start
-        check_chunk(c, arrays, n, self.n_perm)
-        target = {name: self.array(name).async_array for name in (*ROW_ARRAYS, *CHUNK_ARRAYS)}
+        check_chunk(c, arrays, n, self.n_perm, self.fit_columns)
+        rows = self.row_arrays
+        target = {name: self.array(name).async_array for name in (*rows, *CHUNK_ARRAYS)}
 
         async def write() -> None:  # concurrent writes within each step, the steps in order
-            await asyncio.gather(*(target[name].setitem(slice(start, stop), arrays[name]) for name in ROW_ARRAYS))
+            await asyncio.gather(*(target[name].setitem(slice(start, stop), arrays[name]) for name in rows))
             await asyncio.gather(target["chunk_seconds"].setitem(c, seconds),
                                  target["chunk_end"].setitem(c, time.time()))
             await target["chunk_done"].setitem(c, n)  # the commit point: now the chunk counts as done
@@ -318,7 +338,7 @@ def _inspect(store: zarr.abc.store.Store, url: str) -> dict[str, Any] | None:
     attrs = group.attrs.get(ATTR)
     if isinstance(attrs, dict) and "fingerprint" in attrs:
         return attrs
-    if len(group.attrs) or names - {"zarr.json", *ARRAY_NAMES}:
+    if len(group.attrs) or {n for n in names if not is_fit_column(n)} - {"zarr.json", *ARRAY_NAMES}:
         raise foreign
     return None
 
@@ -349,7 +369,7 @@ def _update(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], campai
              "settings": _settings(campaign)}
     group = zarr.open_group(store=store, mode="r+")
     group.attrs[ATTR] = attrs
-    _resize_arrays(group, size, int(attrs["chunk_size"]))
+    _resize_arrays(group, size, int(attrs["chunk_size"]), attrs.get("fit_columns", DEFAULT_FIT_COLUMNS))
     return _Meta(url, attrs)
 
 
@@ -365,7 +385,8 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     cs = campaign.catalogue.chunk_size
     nc = n_chunks(size, cs)
     group = zarr.open_group(store=store, mode="a")
-    for name, (dtype, fill) in ROW_ARRAYS.items():
+    columns = fit_columns(campaign, model)
+    for name, (dtype, fill) in row_arrays(columns).items():
         two_d = name == "mask"
         group.create_array(name, shape=(size, model.n_perm) if two_d else (size,),
                            chunks=(cs, model.n_perm) if two_d else (cs,), dtype=dtype, fill_value=fill,
@@ -392,6 +413,7 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
         "n_perm": model.n_perm,
         "permuted_symbols": [str(model.symbols[i]) for i in model.permuted],
         "status_codes": {s.name: int(s) for s in Status},
+        "fit_columns": list(columns),
         "created": time.time(),
     }
     group.attrs[ATTR] = attrs
@@ -399,9 +421,9 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     return _Meta(url, attrs)
 
 
-def _resize_arrays(group: zarr.Group, size: int, chunk_size: int) -> None:
+def _resize_arrays(group: zarr.Group, size: int, chunk_size: int, columns) -> None:
     nc = n_chunks(size, chunk_size)
-    for name in ROW_ARRAYS:
+    for name in row_arrays(tuple(columns)):
         arr = group[name]
         shape = (size, *arr.shape[1:])
         if arr.shape != shape:
