@@ -68,12 +68,12 @@ def test_motex_pdf_reproduces_srreal_v2(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("options, message", [
     (["--uiso", "W=0.003"], "no Uiso for element.*O"),
     (["--uiso", "W=0.003", "--uiso", "O=0.01", "--uiso", "Au=0.01"], "no 'Au'"),
-    (["--uiso", "nan"], "finite Uiso > 0"),
-    (["--uiso", "O=-0.01", "--uiso", "W=0.003"], "finite Uiso > 0"),
+    (["--uiso", "nan"], "--uiso: must be a finite number"),
+    (["--uiso", "O=-0.01", "--uiso", "W=0.003"], r"--uiso: must lie in \(0, 1\] .*for O"),
     (["--uiso", "0.01", "--uiso", "W=0.003"], "not both"),
-    (["--delta1", "inf"], "--delta1"),
-    (["--delta2", "nan"], "--delta2"),
-    (["--delta2", "-1"], "--delta2"),
+    (["--delta1", "inf"], "--delta1: must be a finite number"),
+    (["--delta2", "nan"], "--delta2: must be a finite number"),
+    (["--delta2", "-1"], r"--delta2: must lie in \[0, 100\]"),
 ])
 def test_motex_pdf_rejects_bad_recipe_options(tmp_path: Path, capsys, options: list[str], message: str) -> None:
     out = tmp_path / "g.gr"
