@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from .errors import InputError, Interrupted
 from .fit.recipe import Recipe
 from .graph import FitProblem, run_fits
 from .store import CampaignStore
+from .store.layout import combine, fingerprint_parts
 from .structure import StartingModel, load_model
 
 log = logging.getLogger("motex_dask")
@@ -77,7 +79,7 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
     if fits_only:
         return summary
     with _resumable(campaign.store_path):
-        return _learn_and_report(inputs, profile, summary, client)
+        return _learn_and_report(inputs, store, profile, summary, client)
 
 
 @contextmanager
@@ -104,37 +106,56 @@ def worker_peak_mb(client: Any) -> dict[str, float]:
     return client.run(_peak_rss_mb)
 
 
-def campaign_of_store(store_url: str) -> Campaign:
-    """The campaign a store was written by (its settings are kept in the store's attributes)."""
-    store = CampaignStore.open_readonly(store_url)
-    source = Path(store.settings.get("campaign_file") or f"{store_url} (stored settings)")
+def _input_of(store: CampaignStore, key: str) -> str:
+    """A campaign input of a store: where the campaign had it, or, for a store moved with its campaign
+    folder (from a cluster to a laptop), at the same place relative to the store."""
+    recorded = Path(store.settings[key])
+    if recorded.is_file() or not store.moved or "://" in store.url:
+        return str(recorded)
+    moved = Path(store.url).resolve().parent / os.path.relpath(recorded, Path(store.settings["store"]).parent)
+    return str(moved.resolve()) if moved.is_file() else str(recorded)
+
+
+def campaign_of_store(store: CampaignStore) -> Campaign:
+    """The campaign a store was written by (its settings are kept in the store's attributes), for
+    the store where it is now: its URL, its inputs and where its outputs go (`default_output`)."""
     settings = {k: v for k, v in store.settings.items() if k != "campaign_file"}
+    url = store.url if "://" in store.url else str(Path(store.url).resolve())
+    settings.update(store=url, output=str(store.default_output),
+                    structure=_input_of(store, "structure"), data=_input_of(store, "data"))
+    campaign_file = store.settings.get("campaign_file")
+    source = Path(campaign_file) if campaign_file and not store.moved else Path(f"{url} (stored settings)")
     return parse_campaign(settings, source)
 
 
-def explain_store(store_url: str, output_dir: str | Path | None = None, cluster: str | None = None) -> dict[str, Any]:
-    """Steps 3–4 alone on a finished or partial store: learn, explain, write the outputs."""
-    campaign = campaign_of_store(store_url)
+def explain_store(store: CampaignStore, output_dir: str | Path | None = None,
+                  cluster: str | None = None) -> dict[str, Any]:
+    """Steps 3–4 alone on a finished or partial store: learn, explain, write the outputs (into
+    `output_dir`, by default the store's `default_output`)."""
+    campaign = campaign_of_store(store)
     if output_dir is not None:
-        campaign = replace(campaign, output=Path(output_dir).resolve(), store=store_url)
+        campaign = replace(campaign, output=Path(output_dir).resolve())
     inputs = prepare(campaign)
+    if combine(fingerprint_parts(campaign, inputs.model, inputs.data)) != store.fingerprint:
+        raise InputError(f"{store.url}: the structure or data file found for it ({campaign.structure}, "
+                         f"{campaign.data}) differs from those its fits used; put the campaign's own "
+                         "files at those paths")
     base = campaign.path.parent if campaign.path else Path.cwd()
     profile = load_profile(cluster or campaign.cluster, base_dir=base)
-    return _learn_and_report(inputs, profile, {})
+    return _learn_and_report(inputs, store, profile, {})
 
 
-def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any],
+def _learn_and_report(inputs: Inputs, store: CampaignStore, profile: Any, summary: dict[str, Any],
                       client: Client | None = None) -> dict[str, Any]:
     from . import explain, learn, report  # xgboost/shap/matplotlib: only loaded when learning runs
 
     campaign = inputs.campaign
-    store_url = campaign.store_path
     timings = {}
     with _stage_client(profile, "learn", client) as learn_client:
         t0 = time.perf_counter()
-        features = learn.load_features(store_url)
+        features = learn.load_features(store)
         if features.n_ok < 50:
-            raise InputError(f"{store_url}: only {features.n_ok} successful fits; "
+            raise InputError(f"{store.url}: only {features.n_ok} successful fits; "
                              "learning needs at least 50 (raise catalogue.size or run the fits first)")
         trained = learn.train(learn_client, features, campaign.learn)
         timings["train_seconds"] = time.perf_counter() - t0
@@ -145,7 +166,7 @@ def _learn_and_report(inputs: Inputs, profile: Any, summary: dict[str, Any],
     summary = {**summary, **timings, "peak_worker_mb": peaks}
     t0 = time.perf_counter()
     outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,
-                                   trained, store_url, run=summary)
+                                   trained, store, run=summary)
     summary = {**summary, "report_seconds": time.perf_counter() - t0,
                "outputs": {k: str(v) for k, v in outputs.items()}}
     log.info("outputs in %s", campaign.output)

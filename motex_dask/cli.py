@@ -148,8 +148,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from .campaign import explain_store
+    from .store import CampaignStore
 
-    summary = explain_store(args.store, output_dir=args.output, cluster=args.cluster)
+    summary = explain_store(CampaignStore.open_readonly(args.store), output_dir=args.output, cluster=args.cluster)
     for name, path in summary.get("outputs", {}).items():
         print(f"{name}: {path}")
     return 0
@@ -295,14 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", parents=[common], help="steps 3-4 (learn, SHAP, outputs) on a store")
     p.add_argument("store")
-    p.add_argument("-o", "--output", help="output folder (default: the campaign's)")
+    p.add_argument("-o", "--output", help="output folder (default: the campaign's; beside the store when "
+                                          "it was moved or copied)")
     p.add_argument("--cluster", help="cluster profile name or file")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("report", parents=[common], help="a self-contained HTML report of a store's outputs")
     p.add_argument("store")
     p.add_argument("-o", "--output", help="HTML file (default: report.html in the output folder)")
-    p.add_argument("--outputs", help="folder `motex explain -o` wrote (default: the campaign's output folder)")
+    p.add_argument("--outputs", help="folder `motex explain -o` wrote (default: the campaign's output folder; "
+                                     "beside the store when it was moved or copied)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("pdf", parents=[common], help="the PDF G(r) of a structure file")

@@ -42,13 +42,13 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 """
 
 
-def _outputs_dir(store_url: str, settings: dict[str, Any], outputs: str | Path | None) -> Path:
+def _outputs_dir(store: Any, outputs: str | Path | None) -> Path:
     """The folder with the explain outputs; one InputError when they are not there."""
-    folder = Path(outputs) if outputs is not None else Path(settings.get("output", ""))
+    folder = Path(outputs) if outputs is not None else store.default_output
     needed = [folder / CONTRIBUTIONS_CSV, folder / SUMMARY_JSON]
     if not all(p.is_file() for p in needed):
         missing = ", ".join(p.name for p in needed if not p.is_file())
-        raise InputError(f"{folder}: no {missing} there; run `motex explain {store_url}` first")
+        raise InputError(f"{folder}: no {missing} there; run `motex explain {store.url}` first")
     return folder
 
 
@@ -218,20 +218,19 @@ def _check_target(target: Path) -> None:
         raise InputError(f"{target}: the report is an HTML page; give a file name ending in .html")
 
 
-def write_html_report(store_url: str, output: str | Path | None = None,
-                      outputs: str | Path | None = None) -> Path:
-    """Write the report of a store; `output`: the HTML file (default <outputs>/report.html);
-    `outputs`: the folder `motex explain` wrote (default: the campaign's output folder)."""
+def write_html_report(store: Any, output: str | Path | None = None, outputs: str | Path | None = None) -> Path:
+    """Write the report of a store (a CampaignStore, or its URL); `output`: the HTML file (default
+    <outputs>/report.html); `outputs`: the folder `motex explain` wrote (default: the store's
+    `default_output`, beside a moved or copied store)."""
     from .store import CampaignStore, status_report
 
     if output is not None:  # checked first: a wrong -o should not wait for the store
         _check_target(Path(output))
-    store_url = str(store_url)
-    settings = CampaignStore.open_readonly(store_url).settings
-    folder = _outputs_dir(store_url, settings, outputs)
+    store = CampaignStore.readonly(store)
+    folder = _outputs_dir(store, outputs)
     target = Path(output) if output is not None else folder / REPORT_HTML
     _check_target(target)
-    page = render_html(store_url, settings, status_report(store_url), folder)
+    page = render_html(store.url, store.settings, status_report(store), folder)
     # Write then rename: an interrupted run never leaves half a report over a good one.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

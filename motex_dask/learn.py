@@ -167,12 +167,12 @@ def _feature_block(mask: np.ndarray, size: np.ndarray, out_dtype: np.dtype) -> n
     return out
 
 
-def load_features(store_path: str) -> Features:
-    """Open a (finished or partial) campaign store as Dask arrays and count its rows.
+def load_features(store: CampaignStore | str) -> Features:
+    """A (finished or partial) campaign store as Dask arrays, its rows counted.
 
     The census reads only the status, R_wp and size columns, on the active Dask scheduler.
     """
-    store = CampaignStore.open_readonly(store_path)
+    store = CampaignStore.readonly(store)
     mask = da.from_zarr(store.array("mask"))
     size = da.from_zarr(store.array("n_atoms"))
     rwp = da.from_zarr(store.array("rwp"))
@@ -199,7 +199,7 @@ def load_features(store_path: str) -> Features:
     X = da.map_blocks(_feature_block, mask, size[:, None], out_dtype=dtype, dtype=dtype,
                       chunks=(mask.chunks[0], (n_perm + 1,)))
     return Features(X=X, y=rwp, index=index, ok=ok, atom_index=atom_index, symbols=symbols,
-                    store_path=str(store_path), n_total=int(mask.shape[0]), n_ok=n_ok,
+                    store_path=store.url, n_total=int(mask.shape[0]), n_ok=n_ok,
                     status_counts=status_counts, size_range=size_range)
 
 

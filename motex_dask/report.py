@@ -190,12 +190,11 @@ def _write_motif_xyz(path: Path, model: StartingModel, keep: np.ndarray, info: d
 
 
 def write_candidates(out: Path, model: StartingModel, data: PDFData | None, contributions: Contributions,
-                     train_result: TrainResult, store_path: str, engine: Engine | None,
+                     train_result: TrainResult, store: CampaignStore, engine: Engine | None,
                      files: dict[str, Path]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The motif (permuted atoms with a negative contribution, plus ligands) and the store's
     lowest-R_wp candidates, refined together: best_candidates.csv rows, XYZ files, model curves."""
     best_index = train_result.best_candidates["index"]
-    store = CampaignStore.open_readonly(store_path)
     refined = store.refined
     stored = _read_rows(store, best_index)
     masks = np.vstack([(contributions.contribution < 0)[None, :], stored["mask"]])
@@ -369,7 +368,7 @@ def _write_json(path: Path, obj: Any) -> Path:
 
 
 def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | None, campaign: Campaign | None,
-                  contributions: Contributions, train_result: TrainResult, store_path: str, *,
+                  contributions: Contributions, train_result: TrainResult, store: CampaignStore | str, *,
                   engine: Engine | None = None, run: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write every step-4 file into output_dir; returns {name: path}.
 
@@ -377,6 +376,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
     made from `data` and `campaign.fit`; with neither, they keep their stored values.
     """
     t0 = time.perf_counter()
+    store = CampaignStore.readonly(store)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if engine is None and data is not None and campaign is not None:
@@ -401,7 +401,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
     files["model"] = out / "xgboost_model.ubj"
     train_result.booster.save_model(files["model"])
 
-    candidates, curves = write_candidates(out, model, data, contributions, train_result, store_path, engine, files)
+    candidates, curves = write_candidates(out, model, data, contributions, train_result, store, engine, files)
     if curves:
         files["fits"] = out / "fits.csv"
         pd.DataFrame({"r": data.r, "gobs": data.g, **{f"gcalc_{k}": v for k, v in curves.items()}}).to_csv(
@@ -423,7 +423,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
 
     top = table.head(10)
     summary = {
-        "store": str(store_path),
+        "store": store.url,
         "counts": {**train_result.split, "explained": contributions.n_explained,
                    "bootstrap_replicates": contributions.bootstrap},
         "metrics": train_result.metrics,

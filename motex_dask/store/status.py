@@ -12,9 +12,10 @@ from .lock import RunLock, format_time
 from .store import CampaignStore
 
 
-def status_report(url: str) -> dict[str, Any]:
+def status_report(store: CampaignStore | str) -> dict[str, Any]:
     """How far a campaign is: chunks, fits, failures by reason, best R_wp, lock holder, ETA."""
-    store = CampaignStore.open_readonly(url)
+    store = CampaignStore.readonly(store)
+    url = store.url
     rows = store.chunk_rows()
     done = store.done_rows()
     complete = done == rows

@@ -179,6 +179,28 @@ class CampaignStore:
                              "(by default <output>/store.zarr)")
         return cls(_Meta(url, attrs), store)
 
+    @property
+    def moved(self) -> bool:
+        """Whether the store is opened elsewhere than where its campaign wrote it (moved, copied)."""
+        recorded = str(self.settings.get("store", ""))
+        if "://" in self.url or "://" in recorded:
+            return self.url != recorded
+        return Path(self.url).resolve() != Path(recorded).resolve()
+
+    @property
+    def default_output(self) -> Path:
+        """Where `motex explain`/`motex report` put outputs without -o: the campaign's output folder
+        while the store is where its campaign wrote it, else beside the store (a moved or copied
+        store never writes into the campaign folder it came from)."""
+        if not self.moved:
+            return Path(self.settings["output"])
+        return Path.cwd() if "://" in self.url else Path(self.url).resolve().parent
+
+    @classmethod
+    def readonly(cls, store: "CampaignStore | str") -> "CampaignStore":
+        """`store` itself when it is already open (a command opens its store once), else opened."""
+        return store if isinstance(store, cls) else cls.open_readonly(store)
+
     def __reduce__(self):
         return (_attach, (self._meta,))
 
