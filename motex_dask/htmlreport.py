@@ -191,7 +191,8 @@ def render_html(store_url: str, settings: dict[str, Any], status: dict[str, Any]
 <h1>{html.escape(title)}</h1>
 <p class="note">Store {html.escape(store_url)}; outputs {html.escape(str(folder))};
 written {when} by motex_dask {html.escape(__version__)}.</p>
-<p>Each atom's contribution value is its mean SHAP value for the predicted R<sub>wp</sub>:
+<p>Each atom's contribution is the mean SHAP value of its feature over the candidates that keep the
+atom minus the mean over those that remove it, in units of the predicted R<sub>wp</sub>:
 a <b>negative</b> value (blue) means keeping the atom lowers R<sub>wp</sub>, so the atom belongs to the
 motif behind the data; a positive value (red) means the fit is better without it.</p>
 <h2>Plots</h2>

@@ -70,8 +70,30 @@ FIELD_HELP: dict[str, str] = {
 
 #: Permuted atoms up to which `motex init` proposes the exhaustive catalogue (2**14 - 1 fits).
 _INIT_EXHAUSTIVE_ATOMS = 14
-#: `motex init` suggests threshold = this × the shortest distance from a permuted to another atom.
-_INIT_THRESHOLD_FACTOR = 1.2
+#: The first coordination shell of the permuted element ends, for `motex init`, at the largest
+#: relative gap between its distances to other atoms that starts within this × the shortest one
+#: (a shell's bonds spread by far less: W–O 1.71–2.36 Å in a polyoxometalate, then 3.56 Å).
+_SHELL_SPREAD = 1.5
+#: Without a next distance within this × the shortest one, the threshold is the shell's end × 1.2.
+_SHELL_LOOKOUT = 2.5
+
+
+def _shell_threshold(permuted: np.ndarray, others: np.ndarray, name: str) -> tuple[float, str]:
+    """The ligand threshold midway between the permuted atoms' first coordination shell and the next
+    distance to another atom, and a note saying which distances it saw."""
+    tree = cKDTree(others)
+    shortest = float(tree.query(permuted)[0].min())
+    pairs = cKDTree(permuted).sparse_distance_matrix(tree, _SHELL_LOOKOUT * shortest, output_type="ndarray")
+    d = np.unique(np.round(pairs["v"], 2))
+    starts = np.flatnonzero(d[:-1] <= _SHELL_SPREAD * shortest)
+    if d[-1] <= _SHELL_SPREAD * shortest:  # nothing within the lookout past the shell
+        end = float(d[-1])
+        return round(1.2 * end, 2), (f"1.2 × the end of the first {name} shell ({name}–other {shortest:.2f}–"
+                                     f"{end:.2f} Å; no other distance up to {_SHELL_LOOKOUT * shortest:.2f} Å)")
+    k = starts[np.argmax(d[starts + 1] / d[starts])]
+    end, beyond = float(d[k]), float(d[k + 1])
+    return round((end + beyond) / 2, 2), (f"midway between the first {name} shell ({name}–other {shortest:.2f}–"
+                                          f"{end:.2f} Å) and the next {name}–other distance ({beyond:.2f} Å)")
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -116,10 +138,8 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
         threshold = Campaign.threshold
         notes.append("unused here: every atom is permuted")
     else:
-        dist, _ = cKDTree(positions[is_perm]).query(positions[~is_perm])
-        threshold = round(_INIT_THRESHOLD_FACTOR * float(dist.min()), 2)
-        notes.append(f"{_INIT_THRESHOLD_FACTOR} × the shortest {'/'.join(permute)}–other distance "
-                     f"({dist.min():.2f} Å)")
+        threshold, note = _shell_threshold(positions[is_perm], positions[~is_perm], "/".join(permute))
+        notes.append(note)
     model = build_model(atoms, permute, threshold, source=str(structure))
     if not is_perm.all():
         per_atom = model.ligand_of.sum(axis=0).mean()

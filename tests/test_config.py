@@ -161,8 +161,9 @@ def test_init_writes_a_campaign_that_loads_as_written(tmp_path):
     c = load_campaign(out)
     text = out.read_text()
     assert c.permute == ("Ga",)  # the heaviest element
-    # 1.2 × the shortest Ga–O distance of this model (1.83 Å)
-    assert c.threshold == pytest.approx(2.2)
+    # Midway between the first Ga shell (Ga–O 1.83–2.07 Å) and the next Ga–O distance (3.28 Å)
+    assert c.threshold == pytest.approx(2.67)
+    assert "Ga–other 1.83–2.07 Å" in text and "(3.28 Å)" in text
     assert 0.79 <= c.fit.rmin < 1.83 and c.fit.rmax == 10.0
     assert c.structure == GA2O3 / "GO_1x2x2.xyz" and c.output == tmp_path / "results" / "GO_1x2x2"
     assert "CHECK" in text
@@ -185,7 +186,7 @@ def test_init_reads_q_values_from_the_header_and_paths_stay_relative(tmp_path):
     c = load_campaign(out)
     assert (c.fit.qmin, c.fit.qmax, c.fit.radiation) == (0.9, 23.5, "neutron")
     assert "structure: data/wo.xyz" in out.read_text()
-    assert c.threshold == pytest.approx(1.2 * 1.8)
+    assert c.threshold == pytest.approx(1.2 * 2.2)  # W–O 1.8 and 2.2 Å, nothing more within 4.5 Å
     assert c.catalogue.strategy == "exhaustive" and c.catalogue.size == 3  # 2 W: every subset
     assert c.fit.rmin >= 0.5
 

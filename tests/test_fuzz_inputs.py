@@ -443,3 +443,26 @@ def test_lock_files(planted_store, text, as_json, raw, use_raw):
 
 def test_the_fuzz_runs_at_least_2000_cases():
     assert sum(EXAMPLES.values()) >= 2000, EXAMPLES
+
+
+def test_init_threshold_keeps_the_whole_first_shell_of_a_polyoxometalate(tmp_path):
+    """W–O bonds 1.71–1.97 Å and the μ4-O at 2.35 Å, the next W–O at 3.56 Å: the threshold falls in
+    the gap, so every W keeps its central O (1.2 × the shortest bond, 2.05 Å, would drop it)."""
+    from motex_dask.pdf import pdf_from_atoms, write_gr
+
+    offsets = [(1.71, 0, 0), (0, 1.90, 0), (0, -1.97, 0), (-2.35, 0, 0)]  # terminal, bridging, μ4-O
+    z = math.sqrt(3.56**2 - 1.71**2)  # the second W's terminal O is the next W–O distance, 3.56 Å
+    lines = [f"W 0 0 {w * z:.6f}" for w in (0, 1)]
+    lines += [f"O {x:.6f} {y:.6f} {w * z:.6f}" for w in (0, 1) for x, y, _ in offsets]
+    (tmp_path / "pom.xyz").write_text(f"{len(lines)}\nW2O8\n" + "\n".join(lines) + "\n")
+    symbols = [line.split()[0] for line in lines]
+    positions = np.array([[float(v) for v in line.split()[1:]] for line in lines])
+    r, g = pdf_from_atoms(symbols, positions, qmin=0.7, qmax=20, qdamp=0.04, qbroad=0.01, rmin=0.5, rmax=12,
+                          rstep=0.01)
+    write_gr(tmp_path / "pom.gr", r, g, {})
+    rc, _ = run_and_check(["init", "pom.xyz", "pom.gr", "-o", "c.yaml"], tmp_path, outputs=("c.yaml",))
+    assert rc == 0
+    text = (tmp_path / "c.yaml").read_text()
+    threshold = yaml.safe_load(text)["threshold"]
+    assert 2.36 < threshold < 3.56, threshold
+    assert "W–other 1.71–2.35 Å" in text and "next W–other distance (3.56 Å)" in text, text

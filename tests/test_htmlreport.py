@@ -67,6 +67,9 @@ def test_report_is_self_contained(explained, capsys):
     table = (outputs / "atom_contributions.csv").read_text().splitlines()
     assert f"{len(table) - 1} atoms" in page
     assert "permute:" in page and "threshold:" in page
+    # What a contribution is, in the words of its computation (explain.py): kept minus removed.
+    assert ("over the candidates that keep the atom minus the mean over those that remove it"
+            in " ".join(page.split()))
     # The structure picture comes first.
     assert page.index(PLOT_CAPTIONS["structure_contributions"]) < page.index(PLOT_CAPTIONS["learning_curve"])
 
