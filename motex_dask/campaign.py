@@ -147,7 +147,7 @@ def explain_store(store: CampaignStore, output_dir: str | Path | None = None,
 
 def _learn_and_report(inputs: Inputs, store: CampaignStore, profile: Any, summary: dict[str, Any],
                       client: Client | None = None) -> dict[str, Any]:
-    from . import explain, learn, report  # xgboost/shap/matplotlib: only loaded when learning runs
+    from . import explain, learn, report, shapes  # xgboost/shap/matplotlib: only loaded when learning runs
 
     campaign = inputs.campaign
     timings = {}
@@ -161,12 +161,13 @@ def _learn_and_report(inputs: Inputs, store: CampaignStore, profile: Any, summar
         timings["train_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         contributions = explain.explain(learn_client, features, trained, campaign.learn)
+        shape_report = shapes.explain_shapes(store, campaign.learn)  # None without shape candidates
         timings["explain_seconds"] = time.perf_counter() - t0
         peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(learn_client)}
     summary = {**summary, **timings, "peak_worker_mb": peaks}
     t0 = time.perf_counter()
     outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,
-                                   trained, store, run=summary)
+                                   trained, store, run=summary, shapes=shape_report)
     summary = {**summary, "report_seconds": time.perf_counter() - t0,
                "outputs": {k: str(v) for k, v in outputs.items()}}
     log.info("outputs in %s", campaign.output)

@@ -38,7 +38,9 @@ FIELD_HELP: dict[str, str] = {
                                   "cookie-cutter: of each atom inside the cut (default 1, the whole cut)",
     "catalogue.radius": "Å, cookie-cutter: [min, max] of the sphere radius (of each ellipsoid semi-axis)",
     "catalogue.shape": "cookie-cutter: sphere | ellipsoid (randomly oriented)",
-    "catalogue.parts": "strategy mixed: a list of {strategy, share, keep_probability, radius, shape}; shares add to 1",
+    "catalogue.centre": "cookie-cutter: atoms (near a random permuted atom) | bounding-sphere (anywhere around them)",
+    "catalogue.parts": "strategy mixed: a list of {strategy, share, keep_probability, radius, shape, centre}; "
+                       "shares add to 1",
     "fit.engine": "batched (fast, the default) | srfit (diffpy.srfit, for cross-checks)",
     "fit.calculator": "srfit engine only: motex | srreal (needs diffpy.srreal)",
     "fit.rmin": "Å: start of the fit range (points with rmin <= r < rmax are fitted)",
@@ -174,7 +176,8 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
     catalogue = {"size": 2**n_perm - 1 if exhaustive else CatalogueSettings.size,
                  "chunk_size": CatalogueSettings.chunk_size, "seed": CatalogueSettings.seed,
                  "strategy": "exhaustive" if exhaustive else CatalogueSettings.strategy,
-                 "radius": list(CatalogueSettings.radius), "shape": CatalogueSettings.shape}
+                 "radius": list(CatalogueSettings.radius), "shape": CatalogueSettings.shape,
+                 "centre": CatalogueSettings.centre}
     # Keys whose default depends on the strategy, or that only a mixed catalogue has: shown, commented out.
     commented = {"catalogue": {
         "keep_probability": yaml_scalar(DEFAULT_KEEP_PROBABILITY["bernoulli"]),

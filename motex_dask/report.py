@@ -33,6 +33,7 @@ from .errors import InputError
 from .explain import Contributions
 from .fit import Engine, Status, make_engine
 from .learn import TrainResult
+from .shapes import ShapeReport
 from .store import CampaignStore
 from .structure import StartingModel
 
@@ -367,9 +368,37 @@ def _write_json(path: Path, obj: Any) -> Path:
     return path
 
 
+def plot_shape_features(path: Path, shapes: ShapeReport) -> Path:
+    """R_wp against the shape's radius (sample, binned minimum and median) and the shape features' mean |SHAP|."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    left.scatter(shapes.sample["radius"], shapes.sample["rwp"], s=3, alpha=0.25, color="0.5", label="shape candidates")
+    bins = shapes.rwp_vs_radius
+    mid = 0.5 * (np.asarray(bins["radius_low"]) + np.asarray(bins["radius_high"]))
+    left.plot(mid, bins["rwp_min"], "o-", color="C0", label="lowest in bin")
+    left.plot(mid, bins["rwp_median"], "s--", color="C1", label="median in bin")
+    best = shapes.best
+    left.plot([best["radius"]], [best["rwp"]], "*", ms=14, color="C3",
+              label=f"best: r = {best['radius']:.2f} Å, R_wp = {best['rwp']:.4f}")
+    left.set_xlabel("radius (Å; ellipsoids: geometric mean of the semi-axes)")
+    left.set_ylabel("R_wp")
+    left.legend(fontsize=8)
+    left.set_title("R_wp against the shape's radius")
+    names = list(shapes.feature_shap)
+    right.barh(names, [shapes.feature_shap[n] for n in names], color="C2")
+    right.invert_yaxis()
+    r2 = f"test R² {shapes.r2_test:.3f}" if shapes.r2_test is not None else "too few rows for a model"
+    right.set_xlabel("mean |SHAP| (R_wp)")
+    right.set_title(f"shape features ({r2})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | None, campaign: Campaign | None,
                   contributions: Contributions, train_result: TrainResult, store: CampaignStore | str, *,
-                  engine: Engine | None = None, run: dict[str, Any] | None = None) -> dict[str, Path]:
+                  engine: Engine | None = None, run: dict[str, Any] | None = None,
+                  shapes: ShapeReport | None = None) -> dict[str, Path]:
     """Write every step-4 file into output_dir; returns {name: path}.
 
     The motif and the store's lowest-R_wp candidates are refined again with `engine`, or with one
@@ -420,6 +449,8 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         files["learning_curve_png"] = plot_learning_curve(out / "learning_curve.png", train_result)
         files["structure_png"] = plot_structure(out / "structure_contributions.png", model, values)
         files["contributions_png"] = plot_contributions(out / "atom_contributions.png", table)
+        if shapes is not None:
+            files["shape_png"] = plot_shape_features(out / "shape_features.png", shapes)
 
     top = table.head(10)
     summary = {
@@ -436,6 +467,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         "best_candidates": rows[1:],
         "top_atoms": top[["index", "element", "contribution", "uncertainty", "rank", "confidence"]].to_dict("records"),
         "undefined_atoms": contributions.undefined,
+        "shape": shapes.summary() if shapes is not None else None,  # cookie-cutter candidates only
         "contribution_rule": rule,
         "settings": campaign.to_dict()["learn"] if campaign is not None else None,
         "seconds": {"train": train_result.seconds, "explain": contributions.seconds,

@@ -18,6 +18,8 @@ STRATEGIES = ("uniform-size", "bernoulli", "exhaustive", "cookie-cutter", "mixed
 #: Strategies that may be one part of a mixed catalogue (random draws; exhaustive enumerates rows).
 PART_STRATEGIES = ("uniform-size", "bernoulli", "cookie-cutter")
 SHAPES = ("sphere", "ellipsoid")
+#: Where cookie-cutter centres are drawn: near a random permuted atom, or anywhere in their bounding sphere.
+CENTRES = ("atoms", "bounding-sphere")
 #: keep_probability when it is left out: bernoulli keeps half the atoms, a cookie-cutter the whole cut.
 DEFAULT_KEEP_PROBABILITY = {"bernoulli": 0.5, "cookie-cutter": 1.0}
 ENGINES = ("batched", "srfit")
@@ -116,6 +118,7 @@ def _check_draw(obj: Any, allowed: tuple[str, ...], fix: str) -> None:
     lo, hi = obj.radius
     _require(0 < lo <= hi, "radius", f"must be [min, max] in Å with 0 < min <= max (got [{lo}, {hi}])")
     _require(obj.shape in SHAPES, "shape", f"must be one of {', '.join(SHAPES)} (got {obj.shape!r})")
+    _require(obj.centre in CENTRES, "centre", f"must be one of {', '.join(CENTRES)} (got {obj.centre!r})")
 
 
 def _effective_keep_probability(obj: Any) -> float:
@@ -133,6 +136,7 @@ class CataloguePart:
     keep_probability: float | None = None
     radius: tuple[float, float] = (3.0, 8.0)
     shape: str = "sphere"
+    centre: str = "atoms"
 
     def __post_init__(self) -> None:
         _check_draw(self, PART_STRATEGIES, "; exhaustive and mixed cannot be a part")
@@ -155,6 +159,7 @@ class CatalogueSettings:
     keep_probability: float | None = None
     radius: tuple[float, float] = (3.0, 8.0)
     shape: str = "sphere"
+    centre: str = "atoms"
     parts: tuple[CataloguePart, ...] = ()
 
     def __post_init__(self) -> None:

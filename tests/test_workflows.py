@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from motex_dask.campaign import prepare
@@ -34,3 +35,18 @@ def test_c60_demo_inputs_are_rebuilt_bit_identically(tmp_path):
                    check=True, capture_output=True)
     for name in ("c60_model.xyz", "c60_ideal.gr"):
         assert (tmp_path / name).read_bytes() == (ROOT / "workflows" / "data" / name).read_bytes(), name
+
+
+def test_nanoparticle_demo_inputs_are_rebuilt_bit_identically(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_nanoparticle_demo.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    for demo in ("auag_sphere", "auag_rod"):
+        for suffix in ("_model.xyz", "_motif.gr", "_truth.txt"):
+            name = demo + suffix
+            assert (tmp_path / name).read_bytes() == (ROOT / "workflows" / "data" / name).read_bytes(), name
+    inputs = prepare(load_campaign(ROOT / "workflows" / "auag_sphere.yaml"))
+    assert inputs.model.n_atoms >= 300 and inputs.campaign.catalogue.strategy == "cookie-cutter"
+    truth = np.loadtxt(ROOT / "workflows" / "data" / "auag_sphere_truth.txt", dtype=int)
+    assert 80 <= len(truth) <= 150
+    centre = inputs.model.positions[truth].mean(axis=0)
+    assert np.linalg.norm(centre - inputs.model.positions.mean(axis=0)) > 3.0  # not centred

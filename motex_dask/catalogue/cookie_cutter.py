@@ -1,9 +1,12 @@
 """The cookie-cutter strategy: each candidate is the set of permuted atoms inside a shape.
 
-Centre: a permuted atom drawn uniformly, moved by a uniform offset inside a ball of half the
-median nearest-neighbour distance. Centres thus follow the model's own atom density (they land
-inside the model whatever its shape, and off the lattice sites), unlike centres uniform in a
-bounding box or sphere, which waste draws on the empty corners of elongated or faceted models.
+Centre (`centre: atoms`, the default): a permuted atom drawn uniformly, moved by a uniform offset
+inside a ball of half the median nearest-neighbour distance. Centres thus follow the model's own
+atom density (they land inside the model whatever its shape, and off the lattice sites), unlike
+centres uniform in a bounding sphere, which waste draws on the empty corners of elongated or
+faceted models. `centre: bounding-sphere` draws the centre uniformly in the sphere around the
+permuted atoms' centroid that holds them all: for hollow motifs (cages, shells) whose centre is
+far from every atom.
 Size: a sphere's radius, or each of an ellipsoid's three semi-axes, uniform in `radius`
 [min, max]; an ellipsoid gets a uniformly random orientation. Thinning: each atom inside is then
 kept with `keep_probability` (1: the whole cut). A cut that holds no atom keeps the permuted atom
@@ -38,8 +41,12 @@ def draw_cookie_cutter(part, positions: np.ndarray, rng: np.random.Generator, ro
     atom = rng.integers(0, n_perm, size=rows)
     direction = rng.normal(size=(rows, 3))
     direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
-    offset = direction * (jitter_radius(positions) * rng.random(rows) ** (1 / 3))[:, None]
-    centre = positions[atom] + offset
+    if part.centre == "atoms":
+        base, reach = positions[atom], jitter_radius(positions)
+    else:
+        base = positions.mean(axis=0)
+        reach = float(np.linalg.norm(positions - base, axis=1).max())
+    centre = base + direction * (reach * rng.random(rows) ** (1 / 3))[:, None]
     ellipsoid = part.shape == "ellipsoid"
     if ellipsoid:
         axes = rng.uniform(lo, hi, size=(rows, 3))
