@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import dask
@@ -153,6 +154,13 @@ def test_local_cluster_runs_tasks(tmp_path: Path) -> None:
         assert len(client.scheduler_info()["workers"]) == 2
         assert client.submit(sum, range(10)).result() == 45
         assert client.dashboard_link.startswith("http://127.0.0.1:")
+        # The link `motex run` prints serves the dashboard (bokeh installed), task stream included.
+        base = client.dashboard_link.rsplit("/", 1)[0]
+        for page in ("status", "individual-task-stream"):
+            with urllib.request.urlopen(f"{base}/{page}", timeout=30) as response:
+                body = response.read().decode()
+            assert response.status == 200 and "bokeh" in body.lower(), page
+            assert "Dask needs bokeh" not in body, page
     with pytest.raises(ValueError, match="stage must be one of"):
         with open_client(local, "explain"):
             pass

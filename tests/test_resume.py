@@ -1,5 +1,6 @@
-"""Crash safety: kill the whole campaign (SIGKILL to its process group) at random moments, or one
-Dask worker in the middle of a fit; the resumed store must equal that of an uninterrupted run."""
+"""Crash safety: kill the whole campaign (SIGKILL to its process group) at moments fixed by the
+store's state, or one Dask worker in the middle of a fit; the resumed store must equal that of an
+uninterrupted run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from campaign_fixtures import assert_same_store, client, run_fit_stage, write_campaign  # noqa: F401 (fixture)
@@ -19,7 +19,8 @@ from motex_dask.errors import InputError
 from motex_dask.store import LOCK_KEY, CampaignStore, status_report
 
 SIZE, CHUNK = 3600, 100          # 36 chunks: more than five killed runs get through
-KILLS = 5
+#: Kill moments: when the run holds the lock (0), then when this many chunks are committed.
+KILL_AFTER_CHUNKS = (0, 3, 8, 14, 21)
 PROFILE = """kind: local
 local:
   n-workers: 2
@@ -53,30 +54,35 @@ def start_run(campaign: Path, log: Path) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path, reference):
+def wait_for(condition, run: subprocess.Popen, what: str, log: Path) -> None:
+    """Poll until `condition()` holds while `run` is alive; a hang guard, not a timing assumption."""
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert run.poll() is None, f"the run ended before {what}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {what} within 300 s:\n{log.read_text()}"
+        time.sleep(0.02)
+
+
+def test_sigkill_at_fixed_moments_then_resume_gives_the_uninterrupted_result(tmp_path, reference):
+    """Each run is killed at a moment fixed by the store's state, not by the clock: the first as soon
+    as it holds the store's lock (start-up: store creation, cluster), the others once that many
+    chunks are committed (in the fit stage, each run having committed at least one chunk)."""
     campaign = write_campaign(tmp_path, size=SIZE, chunk_size=CHUNK)
     url = load_campaign(campaign).store_path
     log = tmp_path / "runs.log"
-    seed = int(time.time())
-    rng = np.random.default_rng(seed)
     history = []
-    for kill in range(KILLS):
-        before = chunks_done(url)
+    for kill, target in enumerate(KILL_AFTER_CHUNKS):
         run = start_run(campaign, log)
-        if kill == 0:
-            time.sleep(rng.uniform(0.5, 4.0))  # anywhere in start-up: store creation, lock, cluster
-        else:  # anywhere in the fit stage, once this run has committed a chunk
-            deadline = time.monotonic() + 90
-            while chunks_done(url) <= before and run.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 0.4))
-        assert run.poll() is None, f"run {kill} ended before it was killed (seed {seed}):\n{log.read_text()}"
+        if target == 0:
+            wait_for(lambda: (Path(url) / LOCK_KEY).exists(), run, "the lock was taken", log)
+        else:
+            wait_for(lambda: chunks_done(url) >= target, run, f"{target} chunks were done", log)
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
         history.append(chunks_done(url))
-        assert (Path(url) / LOCK_KEY).exists() or kill == 0  # the killed run's lock is left behind
-    assert 0 < history[-1] < SIZE // CHUNK, f"kills landed outside the fit stage: {history} (seed {seed})"
-    print(f"chunks done after each kill: {history} (seed {seed})")
+        assert (Path(url) / LOCK_KEY).exists()  # the killed run's lock is left behind
+    assert 0 < history[-1] < SIZE // CHUNK, f"kills landed outside the fit stage: {history}"
+    print(f"chunks done after each kill: {history}")
 
     final = start_run(campaign, log)
     assert final.wait(timeout=300) == 0, log.read_text()
