@@ -57,6 +57,10 @@ STEP_TIMES_FREQ = 0.85
 N_U_NODES = 4
 BATCH = 128
 FTOL = 1e-10  # relative cost decrease (predicted or achieved) that ends a refinement
+# ... at the start of later rounds, which begin at the previous optimum in its fresh state: a
+# new Q grid moves the optimum a little, and a predicted gain below this (R_wp ~5e-8 relative)
+# is not worth the two or three more evaluations (the R_wp reported is the fresh one anyway)
+FTOL_LATER = 1e-7
 MAX_ITER = 60
 # Q-grid steps tried beyond the rounds' piece, each way (exact path; the deltas make the pieces
 # matter most: one W19O60 fit of the v2 fixtures gains 5e-3 in R_wp two steps away)
@@ -487,13 +491,15 @@ def _solve(h, g, act, mu, x):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, gq, g2, max_iter, ftol, out):
+def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, gq, g2, max_iter, ftol, ftol_start,
+            out):
     """Projected Levenberg–Marquardt on the free parameters of candidates idx; scale in closed form.
 
     params[c] holds the start and receives the optimum; out[c] receives (cost, scale), adds
     the evaluations made to out[c, 2] and gets the start's (cost, scale) in out[c, 3:5]; cost = |Gobs - scale*G|².
     lo[c], hi[c]: the candidate's bounds (fixed parameters: lo = hi). mode picks the evaluation path;
     the path's per-candidate arrays are indexed by c (kernel tables) or by n (everything else).
+    ftol_start: the predicted relative gain below which the start is taken as converged.
     """
     nfull, npar = matrix.shape
     fidx = np.flatnonzero(free)
@@ -578,7 +584,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
             pred = 0.0
             for k in range(m):
                 pred -= grad[k] * step[k]
-            if pred >= 0.0 and pred <= ftol * cost:
+            if pred >= 0.0 and pred <= (ftol_start if it == 0 else ftol) * cost:
                 break
             accepted = False
             an = a
@@ -927,7 +933,8 @@ class BatchedEngine:
                 lists = self._pair_lists(keep, idx, zref[idx], rlo[idx], rhi[idx]) if self.mode == EXACT else None
                 kd, ed = self._eval_args(grid, gd, gd.prefactors(counts[idx]), tables, lists)
                 _refine(self.mode, kd, ed, idx, params, rc.matrix, lo, hi, rc.free, rc.step0,
-                        grid.nq - grid.kmin, gd.rt_fac, gd.gq[f], float(self.g2[f]), max_iter, FTOL, out)
+                        grid.nq - grid.kmin, gd.rt_fac, gd.gq[f], float(self.g2[f]), max_iter, FTOL,
+                        FTOL if rnd == 0 else FTOL_LATER, out)
             if rnd > 0 or not refine:  # each round starts at the previous optimum in its fresh state
                 better = out[todo, 3] < best[todo]
                 best[todo[better]] = out[todo[better], 3]
