@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pdf", parents=[common], help="the PDF G(r) of a structure file")
     p.add_argument("structure")
     p.add_argument("-o", "--output", required=True, help="two-column text file r G")
-    from .pdf.calculator import SETTING_RANGES  # here, not at the top: `motex --help` stays quick
+    from .settings import SETTING_RANGES  # here, not at the top: `motex --help` stays quick
 
     for name, default in _PDF_NUMBERS.items():
         lo, hi, lo_ok = SETTING_RANGES[name]

@@ -26,6 +26,26 @@ ENGINES = ("batched", "srfit")
 CALCULATORS = ("motex", "srreal")
 RADIATIONS = ("xray", "neutron")
 EXHAUSTIVE_MAX_ATOMS = 24
+#: Accepted values of each PDF calculator setting: (lowest, highest, whether `lowest` itself is
+#: allowed), for campaign files and `motex pdf` alike. Past them the PDF means nothing or its grids
+#: outgrow memory (qmax and rmax size the Q grid); the usual values sit well inside: qmax 20–40 Å⁻¹,
+#: qdamp/qbroad 0.01–0.1 Å⁻¹, uiso 0.001–0.05 Å².
+SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
+    "qmin": (0.0, 100.0, True), "qmax": (0.0, 100.0, False), "qdamp": (0.0, 1.0, True),
+    "qbroad": (0.0, 1.0, True), "rmin": (0.0, 1000.0, True), "rmax": (0.0, 1000.0, False),
+    "rstep": (1e-4, 1.0, True), "uiso": (0.0, 1.0, False), "zoom": (0.1, 10.0, True),
+    "delta1": (0.0, 100.0, True), "delta2": (0.0, 100.0, True),
+}
+
+
+def range_problem(name: str, value: float) -> str | None:
+    """What is wrong with `value` for calculator setting `name` (SETTING_RANGES), or None."""
+    lo, hi, lo_ok = SETTING_RANGES[name]
+    if not math.isfinite(value):
+        return f"must be a finite number (got {value})"
+    if not (lo <= value if lo_ok else lo < value) or value > hi:
+        return f"must lie in {'[' if lo_ok else '('}{lo:g}, {hi:g}] (got {value:g})"
+    return None
 
 
 class SettingError(Exception):
@@ -90,7 +110,14 @@ class FitSettings:
         _require(self.qmin < self.qmax, "qmin", f"must be below qmax (got qmin={self.qmin}, qmax={self.qmax})")
         _require(self.qdamp >= 0, "qdamp", f"must be >= 0 (got {self.qdamp})")
         _require(self.qbroad >= 0, "qbroad", f"must be >= 0 (got {self.qbroad})")
-        _require(self.zoom.lo > 0, "zoom.min", f"must be > 0 (got {self.zoom.lo})")
+        for name in ("rmin", "rmax", "qmin", "qmax", "qdamp", "qbroad"):
+            problem = range_problem(name, getattr(self, name))
+            _require(problem is None, name, problem or "")
+        uiso = self.uiso if isinstance(self.uiso, dict) else {"": self.uiso}
+        for where, spec in (("zoom", self.zoom), *((f"uiso.{e}".rstrip("."), u) for e, u in uiso.items())):
+            for key, value in (("min", spec.lo), ("max", spec.hi)):  # the fit stays inside [min, max]
+                problem = range_problem(where.split(".")[0], value)
+                _require(problem is None, f"{where}.{key}", problem or "")
         if isinstance(self.uiso, dict):
             _require(len(self.uiso) > 0, "uiso", "give one block for every atom or one per element, e.g. "
                      "{W: {start: 0.004}, O: {start: 0.012}}")

@@ -393,6 +393,24 @@ def test_cluster_profiles(ws, text, raw, use_raw):
         cleanup(ws, "p.yaml")
 
 
+@pytest.mark.parametrize("fit, field", [
+    ({"qmax": 1e300}, "fit.qmax"), ({"qdamp": float("inf")}, "fit.qdamp"), ({"rmax": 1e6}, "fit.rmax"),
+    ({"zoom": {"refine": True, "start": 1.0, "min": 0.97, "max": 1e9}}, "fit.zoom.max"),
+    ({"uiso": {"refine": True, "start": 0.005, "min": 0.001, "max": 1e300}}, "fit.uiso.max"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_campaign_settings_beyond_the_calculators_range_are_one_error_line(ws, fit, field):
+    """The ranges of `motex pdf` hold for campaign files too: a fit never starts with a Q grid
+    that cannot fit in memory or a NaN-making width."""
+    (ws / "c.yaml").write_text(yaml.safe_dump({**CAMPAIGN, "fit": {**CAMPAIGN["fit"], **fit}}))
+    try:
+        rc, _ = run_and_check(["run", "c.yaml", "--dry-run"], ws)
+        assert rc == 2
+        _, _, err = invoke(["run", "c.yaml", "--dry-run"], ws)
+        assert f"field '{field}'" in err, err
+    finally:
+        cleanup(ws, "c.yaml")
+
+
 def test_non_utf8_cluster_profile_is_one_error_line(ws):
     (ws / "p.yaml").write_bytes("kind: slurm  # é\n".encode("latin-1"))
     try:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from motex_dask.pdf.formfactors import scattering_factors
+from motex_dask.settings import range_problem
 
 SQRT_EPS = math.sqrt(np.finfo(float).eps)  # libdiffpy's eps_eq tolerance
 PEAK_PRECISION = 3.33e-6  # libdiffpy DEFAULT_PEAKPRECISION: peak-tail cut of the r extension
@@ -38,28 +39,14 @@ N_RIPPLES = 6
 MAX_EXTENSION = 10.0
 _PAIR_CHUNK = 20000  # pairs per vectorised block: bounds memory to ~chunk*nQ doubles
 
-#: Accepted values of each calculator setting: (lowest, highest, whether `lowest` itself is allowed).
-#: Past them the PDF means nothing or its grids outgrow memory (qmax and rmax size the Q grid);
-#: the usual values sit well inside: qmax 20–40 Å⁻¹, qdamp/qbroad 0.01–0.1 Å⁻¹, uiso 0.001–0.05 Å².
-SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
-    "qmin": (0.0, 100.0, True), "qmax": (0.0, 100.0, False), "qdamp": (0.0, 1.0, True),
-    "qbroad": (0.0, 1.0, True), "rmin": (0.0, 1000.0, True), "rmax": (0.0, 1000.0, False),
-    "rstep": (1e-4, 1.0, True), "uiso": (0.0, 1.0, False), "zoom": (0.1, 10.0, True),
-    "delta1": (0.0, 100.0, True), "delta2": (0.0, 100.0, True),
-}
 #: Most r points of one calculated PDF (100 Å at 0.0001 Å steps).
 MAX_R_POINTS = 1_000_000
 
 
 def check_settings(**settings: float) -> list[tuple[str, str]]:
     """Problems with calculator settings as (setting, what is wrong); [] when they are usable."""
-    problems = []
-    for name, value in settings.items():
-        lo, hi, lo_ok = SETTING_RANGES[name]
-        if not math.isfinite(value):
-            problems.append((name, f"must be a finite number (got {value})"))
-        elif not (lo <= value if lo_ok else lo < value) or value > hi:
-            problems.append((name, f"must lie in {'[' if lo_ok else '('}{lo:g}, {hi:g}] (got {value:g})"))
+    problems = [(name, problem) for name, value in settings.items()
+                if (problem := range_problem(name, value)) is not None]
     if problems:
         return problems
     for lo, hi in (("qmin", "qmax"), ("rmin", "rmax")):
