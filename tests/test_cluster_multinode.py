@@ -25,7 +25,7 @@ from campaign_fixtures import assert_same_store, write_campaign
 from motex_dask.campaign import run_campaign
 from motex_dask.cluster import ClusterProfile, load_profile, open_client, submit_batch_script, write_batch_script
 from motex_dask.campaign_file import load_campaign
-from motex_dask.store import CampaignStore
+from motex_dask.store import CampaignStore, status_report
 from slurm_helpers import CHUNK, SIZE, fit_tasks, local_reference, why_no_slurm, write_recorder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +209,11 @@ def test_campaign_on_three_nodes_equals_local_run_and_refuses_an_intruder(tmp_pa
     by_node = fit_tasks(tmp_path, by="node")
     assert sorted(by_node) == list(range(SIZE // CHUNK))
     assert set().union(*by_node.values()) == {f"node{k}" for k in range(1, NODES + 1)}
+    # The store says the same: `motex status --json` counts the chunks each node fitted.
+    status = subprocess.run([sys.executable, "-m", "motex_dask.cli", "status", store, "--json"],
+                            capture_output=True, text=True, check=True)
+    hosts = json.loads(status.stdout)["hosts"]
+    assert set(hosts) == {f"node{k}" for k in range(1, NODES + 1)} and sum(hosts.values()) == SIZE // CHUNK
     assert CampaignStore.open_readonly(store).incomplete_chunks() == []
     assert_same_store(store, reference)
 
@@ -289,6 +294,8 @@ def test_submit_nodes_runs_scheduler_client_and_workers_in_one_allocation(
     assert sorted(by_node) == list(range(SIZE // CHUNK)), logs[-3000:]
     assert set().union(*by_node.values()) == {f"node{k}" for k in range(1, NODES + 1)}
     assert set().union(*fit_tasks(tmp_path, by="job").values()) == {job}  # one allocation
+    hosts = status_report(load_campaign(campaign).store_path)["hosts"]
+    assert set(hosts) == {f"node{k}" for k in range(1, NODES + 1)}, hosts
     assert "allocation of 3 nodes: 3 workers" in logs, logs[-3000:]
     # The scheduler (task 0, on node1) listened for TLS on the bridge.
     address = json.loads((tmp_path / "logs" / f"motex-scheduler-{job}.json").read_text())["address"]

@@ -120,9 +120,12 @@ def test_status_report_of_a_finished_store(finished):
     best = int(np.nanargmin(np.where(a["status"] == Status.OK, a["rwp"], np.nan)))
     assert report["best"] == {"row": best, **{k: float(a[k][best]) for k in ("rwp", "scale", "zoom", "uiso")}}
     assert report["running"] is None and report["work_left_s"] == 0.0
+    # Every chunk was fitted by a worker process of this machine (no SLURM here).
+    assert report["hosts"] == {socket.gethostname(): 7}
     json.dumps(report)
     text = format_status(report)
     assert "7 / 7 done" in text and "complete" in text and f"candidate {best}" in text
+    assert f"hosts      {socket.gethostname()} 7 (chunks fitted)" in text
     cli = subprocess.run([sys.executable, "-m", "motex_dask.cli", "status", url, "--json"], capture_output=True,
                          text=True, check=True)
     assert json.loads(cli.stdout) == {**report, "running": None}

@@ -72,10 +72,16 @@ CHUNK_ARRAYS: dict[str, tuple[str, Any]] = {
 SNAPSHOT = "chunk_done_snapshot"
 #: Client-side snapshot writes during a run, at most this often (and once at its end).
 SNAPSHOT_SECONDS = 30.0
+#: Which host fitted each chunk (its SLURM node name, else its host name), UTF-8 padded with zero
+#: bytes: dims (chunk, byte), uint8 (string types have no Zarr v3 specification yet), one Zarr
+#: chunk per fit task like the ledger; written with it, before the chunk counts as done.
+HOST = "chunk_host"
+HOST_BYTES = 64
 #: Every array a store of the default recipe holds (also: `atom_index`, dims (atom,)).
-ARRAY_NAMES = (*ROW_ARRAYS, *CHUNK_ARRAYS, SNAPSHOT, "atom_index")
-#: Arrays that record run times, not results: they differ between two runs of the same campaign.
-TIMING_ARRAYS = ("chunk_seconds", "chunk_end")
+ARRAY_NAMES = (*ROW_ARRAYS, *CHUNK_ARRAYS, HOST, SNAPSHOT, "atom_index")
+#: Arrays that record how a run went (times, hosts), not results: they differ between two runs
+#: of the same campaign.
+TIMING_ARRAYS = ("chunk_seconds", "chunk_end", HOST)
 
 
 def fit_columns(campaign: Campaign, model: StartingModel) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,14 @@ def status_report(store: CampaignStore | str) -> dict[str, Any]:
         "eta_s": eta,
         "work_left_s": None if row_seconds is None else n_left * row_seconds,
         "seconds_per_row": row_seconds,
+        "hosts": _hosts(store, done),
     }
+
+
+def _hosts(store: CampaignStore, done: np.ndarray) -> dict[str, int]:
+    """Chunks done per host that fitted them, most first."""
+    counts = Counter(h for h, d in zip(store.chunk_hosts(), done) if d > 0 and h)
+    return dict(sorted(counts.items(), key=lambda hk: (-hk[1], hk[0])))
 
 
 def _read_rows(store: CampaignStore, name: str, done: np.ndarray) -> np.ndarray:
@@ -104,6 +112,9 @@ def format_status(report: dict[str, Any]) -> str:
     failures = ", ".join(f"{k} {v}" for k, v in by.items() if k not in ("ok", "duplicate") and v)
     lines.append(f"results    ok {by['ok']}, duplicates {r['duplicates']}, failed {r['failed']}"
                  + (f" ({failures})" if failures else ""))
+    if r["hosts"]:
+        lines.append("hosts      " + ", ".join(f"{host} {chunks}" for host, chunks in r["hosts"].items())
+                     + " (chunks fitted)")
     if r["best"] is not None:
         refined = ", ".join(f"{k} {v:.6g}" for k, v in r["best"].items() if k not in ("row", "rwp"))
         lines.append(f"best R_wp  {r['best']['rwp']:.5f} (candidate {r['best']['row']}: {refined})")

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from ..settings import Campaign
 from ..structure import StartingModel
 from .layout import (
     ARRAY_NAMES,
+    HOST,
+    HOST_BYTES,
     ATTR,
     CHUNK_ARRAYS,
     FORMAT,
@@ -250,6 +253,15 @@ class CampaignStore:
                                 self.url, name, c)
             return values
 
+    def chunk_hosts(self) -> list[str]:
+        """The host that fitted each chunk ('' where none is recorded: not done, or a store
+        written before hosts were)."""
+        try:
+            raw = self.array(HOST)[: self.n_chunks]
+        except KeyError:
+            return [""] * self.n_chunks
+        return [bytes(row).rstrip(b"\0").decode(errors="replace") for row in raw]
+
     def _valid(self, done: np.ndarray) -> np.ndarray:
         """Per-chunk row counts padded/cut to n_chunks; a value that cannot be right counts as 0."""
         done = np.asarray(done, dtype=np.int64)[: self.n_chunks]
@@ -304,18 +316,26 @@ class CampaignStore:
         n = stop - start
         check_chunk(c, arrays, n, self.n_perm, self.fit_columns)
         rows = self.row_arrays
-        target = {name: self.array(name).async_array for name in (*rows, *CHUNK_ARRAYS)}
+        target = {name: self.array(name).async_array for name in (*rows, *CHUNK_ARRAYS, HOST)}
 
         async def write() -> None:  # concurrent writes within each step, the steps in order
             await asyncio.gather(*(target[name].setitem(slice(start, stop), arrays[name]) for name in rows))
             await asyncio.gather(target["chunk_seconds"].setitem(c, seconds),
-                                 target["chunk_end"].setitem(c, time.time()))
+                                 target["chunk_end"].setitem(c, time.time()),
+                                 target[HOST].setitem((c, slice(None)), _host_bytes()))
             await target["chunk_done"].setitem(c, n)  # the commit point: now the chunk counts as done
 
         sync(write())
 
 
 _attached: dict[tuple[str, str, int], CampaignStore] = {}
+
+
+def _host_bytes() -> np.ndarray:
+    """This process's host for the HOST array: the SLURM node name where there is one (several
+    nodes may share a host name, e.g. scripts/slurm_local.sh --nodes), else the host name."""
+    name = (os.environ.get("SLURMD_NODENAME") or socket.gethostname()).encode()[:HOST_BYTES]
+    return np.frombuffer(name.ljust(HOST_BYTES, b"\0"), dtype=np.uint8)
 
 
 def _attach(meta: _Meta) -> CampaignStore:
@@ -417,6 +437,8 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     for name, (dtype, fill) in CHUNK_ARRAYS.items():
         group.create_array(name, shape=(nc,), chunks=(1,), dtype=dtype, fill_value=fill,
                            compressors=[Crc32cCodec()], dimension_names=("chunk",), overwrite=True)
+    group.create_array(HOST, shape=(nc, HOST_BYTES), chunks=(1, HOST_BYTES), dtype="uint8", fill_value=0,
+                       compressors=[Crc32cCodec()], dimension_names=("chunk", "byte"), overwrite=True)
     group.create_array(SNAPSHOT, shape=(nc,), chunks=(nc,), dtype="int32", fill_value=0,
                        compressors=[ZstdCodec(), Crc32cCodec()], dimension_names=("chunk",), overwrite=True)
     atom_index = group.create_array("atom_index", shape=(model.n_perm,), chunks=(model.n_perm,),
@@ -450,10 +472,10 @@ def _resize_arrays(group: zarr.Group, size: int, chunk_size: int, columns) -> No
         shape = (size, *arr.shape[1:])
         if arr.shape != shape:
             arr.resize(shape)
-    for name in (*CHUNK_ARRAYS, SNAPSHOT):
+    for name in (*CHUNK_ARRAYS, SNAPSHOT, HOST):
         arr = group[name]
-        if arr.shape != (nc,):
-            arr.resize((nc,))
+        if arr.shape[0] != nc:
+            arr.resize((nc, *arr.shape[1:]))
 
 
 def _remove_partial_files(url: str) -> None:
