@@ -27,12 +27,12 @@ import ase.io
 import numpy as np
 
 from motex_dask.campaign import prepare
-from motex_dask.catalogue import chunk_masks
+from motex_dask.catalogue import chunk_candidates
 from motex_dask.campaign_file import load_campaign
 from motex_dask.fit import Status
 from motex_dask.graph import FitProblem, run_fits
 from motex_dask.pdf import pdf_from_atoms, write_gr
-from motex_dask.store import CampaignStore
+from motex_dask.store import CampaignStore, shape_columns
 
 PDF = dict(qmin=0.7, qmax=20.0, qdamp=0.04, qbroad=0.01, rmin=0.5, rmax=12.0, rstep=0.01, uiso=0.005,
            zoom=1.0, radiation="xray")
@@ -51,12 +51,13 @@ def write_campaign(folder: Path, size: int, chunk_size: int, store: Path) -> Pat
 
 def payload(campaign, model, c: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Chunk c's arrays as a fit task would write them: ~90 % OK, some duplicates and failures."""
-    masks = chunk_masks(campaign.catalogue, model.permuted_positions, c)
+    drawn = chunk_candidates(campaign.catalogue, model.permuted_positions, c)
+    masks = drawn.masks
     n = len(masks)
     status = rng.choice([Status.OK, Status.DUPLICATE, Status.NONFINITE, Status.EMPTY], size=n,
                         p=[0.9, 0.07, 0.02, 0.01]).astype(np.int8)
     ok = status == Status.OK
-    out = {"mask": masks, "n_atoms": masks.sum(axis=1).astype(np.int32), "status": status,
+    out = {"mask": masks, "n_atoms": masks.sum(axis=1).astype(np.int32), "status": status, **shape_columns(drawn),
            "duplicate_of": np.where(status == Status.DUPLICATE, c * campaign.catalogue.chunk_size, -1)}
     for name, lo, hi in (("rwp", 0.1, 0.9), ("scale", 0.5, 2.0), ("zoom", 0.97, 1.03), ("uiso", 0.001, 0.05)):
         out[name] = np.where(ok, rng.uniform(lo, hi, n), np.nan)
