@@ -69,7 +69,8 @@ def test_layout_is_readable_with_zarr_and_xarray(finished):
         assert sorted(p.name for p in (Path(url) / name / "c").iterdir()) == [str(c) for c in range(7)], name
 
     ds = xr.open_zarr(url, consolidated=False)
-    assert ds.sizes == {"candidate": 1000, "atom": model.n_perm, "chunk": 7}
+    assert ds.sizes == {"candidate": 1000, "atom": model.n_perm, "chunk": 7, "byte": 64}
+    assert bytes(ds["chunk_host"].values[0]).rstrip(b"\0").decode() == socket.gethostname()
     assert ds["mask"].dims == ("candidate", "atom") and ds["chunk_done"].dims == ("chunk",)
     assert ds["status"].dtype == np.int8 and ds["duplicate_of"].dtype == np.int64
     assert np.array_equal(ds["atom_index"].values, model.permuted)
