@@ -12,7 +12,8 @@ Components (docs/scale_model.md explains the model):
   (scripts/bench_store.py, on this machine's disk);
 * duplicate detection: peak resident memory of the client process, each size in a fresh process,
   for the old way (one key per candidate gathered to the client, np.unique there) and the
-  hash-partitioned reduction on the workers (motex_dask.duplicates); RSS from getrusage, no tracing;
+  hash-partitioned reduction on the workers (motex_dask.duplicates); RSS sampled by a thread
+  (bench_learn.PeakRSS), no memory tracing;
 * learn: peak resident memory per learn worker at two store sizes (scripts/bench_learn.py), as
   bytes per candidate held by a worker.
 
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 SCRIPTS = Path(__file__).resolve().parent
 #: The campaign the duplicate detection runs on: the catalogue of a 40-atom model.
@@ -78,7 +80,9 @@ def store_rates() -> dict[str, float]:
 
 
 def dedup_child(method: str, size: int, workers: int) -> dict[str, float]:
-    """Run one duplicate detection (in this fresh process): seconds and client peak RSS."""
+    """Run one duplicate detection (in this fresh process): seconds, and the client process's
+    resident memory before and at its peak during the detection (sampled by a thread)."""
+    from bench_learn import PeakRSS
     from distributed import Client, LocalCluster, wait
 
     from motex_dask.catalogue import chunk_masks, mask_keys, n_chunks
@@ -88,21 +92,25 @@ def dedup_child(method: str, size: int, workers: int) -> dict[str, float]:
     cat = CatalogueSettings(size=size, chunk_size=DEDUP_CHUNK, strategy="bernoulli", keep_probability=0.5, seed=1)
     positions = np.zeros((DEDUP_N_PERM, 3))  # bernoulli draws ignore positions
     chunks = n_chunks(size, DEDUP_CHUNK)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+    # No dashboard: the client process should hold what a campaign's client holds, not bokeh.
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      scheduler_kwargs={"dashboard": False, "dashboard_address": None}) as cluster, \
             Client(cluster) as client:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
-        if method == "gather":  # what run_fits did before motex_dask.duplicates: every key to the client
-            keys = client.gather(client.map(lambda c: mask_keys(chunk_masks(cat, positions, c)), range(chunks)))
-            _, first, inverse = np.unique(np.concatenate(keys), return_index=True, return_inverse=True)
-            n_dup = int((first[inverse.ravel()] != np.arange(size)).sum())
-        else:
-            found = find_duplicates(client, cat, positions, chunks)
-            wait(list(found.groups.values()))
-            n_dup = sum(client.submit(lambda p: len(p[0]), f).result() for f in found.groups.values())
-        seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "duplicates": n_dup, "client_rss_before_mib": before / 1024,
-            "client_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        before = psutil.Process().memory_info().rss
+        with PeakRSS() as peak:
+            t0 = time.perf_counter()
+            if method == "gather":  # what run_fits did before motex_dask.duplicates: every key to the client
+                keys = client.gather(client.map(lambda c: mask_keys(chunk_masks(cat, positions, c)), range(chunks)))
+                _, first, inverse = np.unique(np.concatenate(keys), return_index=True, return_inverse=True)
+                n_dup = int((first[inverse.ravel()] != np.arange(size)).sum())
+                del keys, first, inverse
+            else:
+                found = find_duplicates(client, cat, positions, chunks)
+                wait(list(found.groups.values()))
+                n_dup = sum(client.submit(lambda p: len(p[0]), f).result() for f in found.groups.values())
+            seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "duplicates": n_dup, "client_rss_before_mib": before / 2**20,
+            "client_peak_rss_mib": peak.peak / 2**20}
 
 
 def dedup_memory(method: str, size: int, workers: int) -> dict[str, float]:
