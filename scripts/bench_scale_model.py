@@ -115,7 +115,9 @@ def dedup_child(method: str, size: int, workers: int) -> dict[str, float]:
 
 def dedup_memory(method: str, size: int, workers: int) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--dedup-child", method, str(size), "--workers", str(workers)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"dedup {method} {size}: {out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
