@@ -1,0 +1,174 @@
+"""How much an atom ranking still moves as fits are added, and when it has stopped moving.
+
+A `Ranking` is one explained state of a campaign (its contributions, ranks and bootstrap rank
+intervals after a number of fits). Comparing consecutive rankings gives Kendall's τ between their
+contribution values, the atoms that crossed the motif/non-motif boundary (the sign of the
+contribution) and how many atoms' bootstrap rank intervals still straddle that boundary. The
+stopping rule is stable when τ ≥ 1 − tolerance and at most tolerance · N atoms crossed, for
+`patience` comparisons in a row. Works on any store: adaptive rounds or growing prefixes of a blind
+catalogue.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The atom ranking after `fits` successful fits (arrays in permuted-atom order)."""
+
+    fits: int
+    contribution: np.ndarray   # NaN where undefined
+    rank_low: np.ndarray       # bootstrap 5th / 95th percentile of each atom's rank
+    rank_high: np.ndarray
+    best_rwp: float            # lowest R_wp among the fits so far
+
+    @classmethod
+    def from_contributions(cls, contributions: Any, fits: int, best_rwp: float) -> "Ranking":
+        """From an `explain.Contributions`."""
+        return cls(fits=int(fits), contribution=np.asarray(contributions.contribution, dtype=np.float64),
+                   rank_low=np.asarray(contributions.rank_low, dtype=np.int64),
+                   rank_high=np.asarray(contributions.rank_high, dtype=np.int64), best_rwp=float(best_rwp))
+
+    @property
+    def motif(self) -> np.ndarray:
+        """Atoms on the motif side of the boundary (negative contribution)."""
+        return np.nan_to_num(self.contribution, nan=np.inf) < 0
+
+    @property
+    def rank(self) -> np.ndarray:
+        """1 = most negative contribution (undefined atoms last, ties in atom order)."""
+        order = np.argsort(np.nan_to_num(self.contribution, nan=np.inf), kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(1, len(order) + 1)
+        return rank
+
+    def lowest(self, k: int) -> np.ndarray:
+        """Indices (permuted-atom order) of the k atoms with the lowest contributions."""
+        return np.flatnonzero(self.rank <= k)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (NaN written as None: JSON has no NaN)."""
+        d = asdict(self)
+        d["contribution"] = [None if not math.isfinite(v) else float(v) for v in self.contribution]
+        d["rank_low"], d["rank_high"] = self.rank_low.tolist(), self.rank_high.tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Ranking":
+        return cls(fits=int(d["fits"]), best_rwp=float(d["best_rwp"]),
+                   contribution=np.array([np.nan if v is None else v for v in d["contribution"]], dtype=np.float64),
+                   rank_low=np.asarray(d["rank_low"], dtype=np.int64),
+                   rank_high=np.asarray(d["rank_high"], dtype=np.int64))
+
+
+def compare(previous: Ranking, current: Ranking) -> dict[str, Any]:
+    """How far the ranking moved from `previous` to `current`."""
+    both = np.isfinite(previous.contribution) & np.isfinite(current.contribution)
+    tau = kendalltau(previous.contribution[both], current.contribution[both]).statistic if both.sum() > 1 else math.nan
+    crossed = np.flatnonzero(previous.motif != current.motif)
+    return {"tau": float(tau) if math.isfinite(tau) else None, "crossings": int(len(crossed)),
+            "crossed": crossed.tolist()}
+
+
+def undecided(ranking: Ranking) -> int:
+    """Atoms whose bootstrap rank interval straddles the motif/non-motif boundary."""
+    m = int(ranking.motif.sum())
+    return int(np.sum((ranking.rank_low <= m) & (ranking.rank_high > m)))
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """Stable when τ ≥ 1 − tolerance and crossings ≤ tolerance · N, `patience` comparisons in a row."""
+
+    tolerance: float = 0.05
+    patience: int = 2
+    max_fits: int = 0  # 0: no limit
+
+    def stable(self, step: dict[str, Any], n_atoms: int) -> bool:
+        tau = step.get("tau")
+        return (tau is not None and tau >= 1.0 - self.tolerance
+                and step["crossings"] <= math.floor(self.tolerance * n_atoms))
+
+
+def report(history: list[Ranking], rule: StoppingRule) -> list[dict[str, Any]]:
+    """One row per ranking: fits, best R_wp, motif size, undecided atoms and, from the second on, τ,
+    crossings, whether it was stable and how many stable comparisons in a row led to it."""
+    rows: list[dict[str, Any]] = []
+    streak = 0
+    for i, ranking in enumerate(history):
+        row: dict[str, Any] = {"fits": ranking.fits, "best_rwp": ranking.best_rwp,
+                               "motif_size": int(ranking.motif.sum()), "undecided": undecided(ranking),
+                               "tau": None, "crossings": None, "stable": False}
+        if i:
+            row.update(compare(history[i - 1], ranking))
+            row["stable"] = rule.stable(row, len(ranking.contribution))
+        streak = streak + 1 if row["stable"] else 0
+        row["streak"] = streak
+        rows.append(row)
+    return rows
+
+
+def decision(rows: list[dict[str, Any]], rule: StoppingRule) -> str | None:
+    """Why to stop after the last row ("stable", "max_fits"), or None to go on."""
+    if rows and rows[-1]["streak"] >= rule.patience:
+        return "stable"
+    if rows and rule.max_fits and rows[-1]["fits"] >= rule.max_fits:
+        return "max_fits"
+    return None
+
+
+def format_report(rows: list[dict[str, Any]]) -> str:
+    """The report as a fixed-width text table."""
+    lines = [f"{'step':>4} {'fits':>8} {'best R_wp':>10} {'motif':>5} {'undecided':>9} {'tau':>6} "
+             f"{'crossed':>7} {'stable':>6}"]
+    for i, r in enumerate(rows):
+        tau = "-" if r["tau"] is None else f"{r['tau']:.3f}"
+        crossed = "-" if r["crossings"] is None else str(r["crossings"])
+        lines.append(f"{i:>4} {r['fits']:>8} {r['best_rwp']:>10.4f} {r['motif_size']:>5} {r['undecided']:>9} "
+                     f"{tau:>6} {crossed:>7} {'yes' if r['stable'] else 'no':>6}")
+    return "\n".join(lines)
+
+
+def plot(path: Any, rows: list[dict[str, Any]], rule: StoppingRule) -> Any:
+    """ranking_stability.png: τ and boundary crossings against fits, and best R_wp against fits."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only (no display on clusters and CI)
+    import matplotlib.pyplot as plt
+
+    fits = [r["fits"] for r in rows]
+    fig, (ax1, ax3) = plt.subplots(1, 2, figsize=(10, 3.8))
+    pts = [(r["fits"], r["tau"]) for r in rows if r["tau"] is not None]
+    if pts:
+        ax1.plot(*zip(*pts), "o-", color="C0", label="Kendall τ to previous")
+    ax1.axhline(1 - rule.tolerance, color="C0", ls=":", lw=1, label=f"τ threshold {1 - rule.tolerance:.2f}")
+    ax1.set_xlabel("fits")
+    ax1.set_ylabel("Kendall τ", color="C0")
+    ax1.set_ylim(min([0.0] + [t for _, t in pts]), 1.02)
+    ax2 = ax1.twinx()
+    cross = [(r["fits"], r["crossings"]) for r in rows if r["crossings"] is not None]
+    if cross:
+        ax2.plot(*zip(*cross), "s--", color="C3", label="boundary crossings")
+    ax2.plot(fits, [r["undecided"] for r in rows], "^:", color="C2", label="undecided (rank interval)")
+    ax2.set_ylabel("atoms")
+    for r in rows:
+        if r["stable"]:
+            ax1.axvline(r["fits"], color="0.85", lw=4, zorder=0)
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax1.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
+    ax1.set_title("ranking stability (grey: stable)")
+    ax3.plot(fits, [r["best_rwp"] for r in rows], "o-", color="k")
+    ax3.set_xlabel("fits")
+    ax3.set_ylabel("best R$_{wp}$")
+    ax3.set_title("best candidate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
