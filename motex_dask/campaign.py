@@ -19,6 +19,7 @@ from typing import Any
 
 from distributed import Client
 
+from . import adaptive, stability
 from .catalogue import check_catalogue
 from .cluster import load_profile, open_client
 from .campaign_file import load_campaign, parse_campaign
@@ -27,6 +28,7 @@ from .data import PDFData, read_pdf
 from .errors import InputError, Interrupted
 from .fit.recipe import Recipe
 from .graph import FitProblem, run_fits
+from .proposal import RoundPlan
 from .store import CampaignStore
 from .store.layout import combine, fingerprint_parts
 from .structure import StartingModel, load_model
@@ -69,7 +71,12 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
     with _resumable(campaign.store_path), \
             CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
         summary: dict[str, Any] = {"store_seconds": time.perf_counter() - t0}
-        problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
+        if campaign.catalogue.strategy == "adaptive" and not fits_only:
+            rounds = adaptive.run_rounds(inputs, profile, store, progress=progress, client=client)
+            summary["fits"] = rounds["fits"]
+            return _learn_and_report(inputs, store, profile, summary, client, rounds["learned"])
+        plans = tuple(RoundPlan.from_dict(r["plan"]) for r in store.rounds)  # --fits-only: the planned rounds
+        problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint, plans)
         if store.incomplete_chunks():
             with _stage_client(profile, "fit", client) as fit_client:
                 summary["fits"] = run_fits(fit_client, store, problem, progress=progress)
@@ -145,29 +152,67 @@ def explain_store(store: CampaignStore, output_dir: str | Path | None = None,
     return _learn_and_report(inputs, store, profile, {})
 
 
+def stability_store(store: CampaignStore, steps: int = 5, output: str | Path | None = None,
+                    cluster: str | None = None) -> dict[str, Any]:
+    """The ranking-stability report of a store: an adaptive store's round ledger, or (any other
+    store) learning and explaining again on `steps` growing prefixes of its rows. `output`: a PNG."""
+    campaign = campaign_of_store(store)
+    rule = adaptive.stopping_rule(campaign)
+    if store.rounds:
+        rows = stability.report([stability.Ranking.from_dict(r["ranking"]) for r in store.rounds
+                                 if "ranking" in r], rule)
+        source = "round ledger"
+    else:
+        if steps < 2:
+            raise InputError(f"--steps {steps}: compare at least 2 prefixes of the store (e.g. --steps 5)")
+        base = campaign.path.parent if campaign.path else Path.cwd()
+        with open_client(load_profile(cluster or campaign.cluster, base_dir=base), stage="learn") as client:
+            rows = adaptive.prefix_stability(client, campaign, store, steps, rule)
+        source = f"{steps} growing prefixes"
+    if output is not None:
+        stability.plot(Path(output), rows, rule)
+    return {"store": store.url, "source": source, "rule": {"tolerance": rule.tolerance, "min_tau": rule.min_tau,
+                                                           "patience": rule.patience},
+            "stable": stability.decision(rows, replace(rule, max_fits=0)) == "stable", "rows": rows}
+
+
 def _learn_and_report(inputs: Inputs, store: CampaignStore, profile: Any, summary: dict[str, Any],
-                      client: Client | None = None) -> dict[str, Any]:
+                      client: Client | None = None,
+                      learned: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
+    """Learn, explain (unless `learned`, the last adaptive round's, is given) and write the outputs."""
     from . import explain, learn, report, shapes  # xgboost/shap/matplotlib: only loaded when learning runs
 
     campaign = inputs.campaign
     timings = {}
-    with _stage_client(profile, "learn", client) as learn_client:
-        t0 = time.perf_counter()
-        features = learn.load_features(store)
-        if features.n_ok < 50:
-            raise InputError(f"{store.url}: only {features.n_ok} successful fits; "
-                             "learning needs at least 50 (raise catalogue.size or run the fits first)")
-        trained = learn.train(learn_client, features, campaign.learn)
-        timings["train_seconds"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        contributions = explain.explain(learn_client, features, trained, campaign.learn)
-        shape_report = shapes.explain_shapes(store, campaign.learn)  # None without shape candidates
-        timings["explain_seconds"] = time.perf_counter() - t0
-        peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(learn_client)}
-    summary = {**summary, **timings, "peak_worker_mb": peaks}
+    if learned is None:
+        with _stage_client(profile, "learn", client) as learn_client:
+            t0 = time.perf_counter()
+            features = learn.load_features(store)
+            if features.n_ok < 50:
+                raise InputError(f"{store.url}: only {features.n_ok} successful fits; "
+                                 "learning needs at least 50 (raise catalogue.size or run the fits first)")
+            trained = learn.train(learn_client, features, campaign.learn)
+            timings["train_seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            contributions = explain.explain(learn_client, adaptive.explained_features(features, store, campaign),
+                                            trained, campaign.learn)
+            shape_report = shapes.explain_shapes(store, campaign.learn)  # None without shape candidates
+            timings["explain_seconds"] = time.perf_counter() - t0
+            peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(learn_client)}
+        summary = {**summary, **timings, "peak_worker_mb": peaks}
+    else:
+        _, trained, contributions = learned
+        shape_report = shapes.explain_shapes(store, campaign.learn)
     t0 = time.perf_counter()
+    rounds = store.rounds
+    ledger = None
+    if rounds and all("ranking" in r for r in rounds):
+        rule = adaptive.stopping_rule(campaign)
+        ledger = {"rows": stability.report([stability.Ranking.from_dict(r["ranking"]) for r in rounds], rule),
+                     "rule": rule, "stopped": store.attrs.get("stopped"),
+                     "explain": campaign.catalogue.adaptive.explain}
     outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,
-                                   trained, store, run=summary, shapes=shape_report)
+                                   trained, store, run=summary, shapes=shape_report, stability=ledger)
     summary = {**summary, "report_seconds": time.perf_counter() - t0,
                "outputs": {k: str(v) for k, v in outputs.items()}}
     log.info("outputs in %s", campaign.output)

@@ -156,6 +156,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stability(args: argparse.Namespace) -> int:
+    from .campaign import stability_store
+    from .stability import format_report
+    from .store import CampaignStore
+
+    result = stability_store(CampaignStore.open_readonly(args.store), steps=args.steps, output=args.output,
+                             cluster=args.cluster)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"ranking stability of {result['store']} ({result['source']}); stable: at most "
+          f"{result['rule']['tolerance']:g}·N atoms crossed and tau >= {result['rule']['min_tau']:g}, "
+          f"{result['rule']['patience']} times in a row")
+    print(format_report(result["rows"]))
+    print("the ranking is stable" if result["stable"] else "the ranking is not stable yet: fit more candidates")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .htmlreport import write_html_report
 
@@ -300,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "it was moved or copied)")
     p.add_argument("--cluster", help="cluster profile name or file")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("stability", parents=[common], help="how much the atom ranking still moves (any store)")
+    p.add_argument("store")
+    p.add_argument("--steps", type=int, default=5, help="growing prefixes to compare (stores without rounds)")
+    p.add_argument("-o", "--output", help="also plot the report into this PNG")
+    p.add_argument("--cluster", help="cluster profile name or file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_stability)
 
     p = sub.add_parser("report", parents=[common], help="a self-contained HTML report of a store's outputs")
     p.add_argument("store")

@@ -27,6 +27,7 @@ import numpy as np
 from distributed import Client, Future
 
 from .catalogue import catalogue_size, chunk_bounds, chunk_masks, mask_keys
+from .proposal import RoundPlan
 from .settings import CatalogueSettings
 
 #: Rows per group task (keys and row numbers: ~16 MB for masks of up to 64 atoms).
@@ -51,10 +52,10 @@ def key_hash(keys: np.ndarray) -> np.ndarray:
 
 
 def group_keys(chunks: range, cat: CatalogueSettings, positions: np.ndarray,
-               parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+               parts: int, plans: tuple[RoundPlan, ...] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
     """Keys and row numbers of a group of chunks, split into `parts` by hash (rows ascending);
-    `positions`: the permuted atoms' (what the catalogue draws from)."""
-    keys = np.concatenate([mask_keys(chunk_masks(cat, positions, c)) for c in chunks])
+    `positions`: the permuted atoms' (what the catalogue draws from); `plans`: adaptive rounds."""
+    keys = np.concatenate([mask_keys(chunk_masks(cat, positions, c, plans)) for c in chunks])
     start = chunk_bounds(chunks[0], catalogue_size(cat, len(positions)), cat.chunk_size)[0]
     rows = np.arange(start, start + len(keys), dtype=np.int64)
     part = key_hash(keys) % np.uint64(parts)
@@ -103,7 +104,8 @@ class Duplicates:
         return self.groups[c // self.chunks_per_group]
 
 
-def find_duplicates(client: Client, cat: CatalogueSettings, positions: np.ndarray, stop_chunk: int) -> Duplicates:
+def find_duplicates(client: Client, cat: CatalogueSettings, positions: np.ndarray, stop_chunk: int,
+                    plans: tuple[RoundPlan, ...] = ()) -> Duplicates:
     """Submit the reduction for chunks [0, stop_chunk) of the catalogue over the permuted atoms at
     `positions`; returns without waiting for it."""
     per_group = max(1, GROUP_ROWS // cat.chunk_size)
@@ -112,7 +114,7 @@ def find_duplicates(client: Client, cat: CatalogueSettings, positions: np.ndarra
     parts = max(1, math.ceil(rows / PARTITION_ROWS))
     run = uuid.uuid4().hex[:8]
     groups = [range(g * per_group, min((g + 1) * per_group, stop_chunk)) for g in range(n_groups)]
-    keyed = [client.submit(group_keys, chunks, cat, positions, parts, key=f"motex-keys-{run}-{g}")
+    keyed = [client.submit(group_keys, chunks, cat, positions, parts, plans, key=f"motex-keys-{run}-{g}")
              for g, chunks in enumerate(groups)]
     split = [[client.submit(operator.getitem, keyed[g], p, key=f"motex-part-{run}-{g}-{p}") for p in range(parts)]
              for g in range(n_groups)]

@@ -27,12 +27,13 @@ from distributed import Client, Future, as_completed, wait
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
-from .catalogue import chunk_candidates
+from .catalogue import chunk_draw
 from .settings import CatalogueSettings, FitSettings
 from .data import PDFData
 from .duplicates import Pairs, chunk_duplicates, find_duplicates
 from .errors import InputError, LostWorkError
 from .fit import Engine, Status, make_engine
+from .proposal import RoundPlan
 from .store import SNAPSHOT_SECONDS, CampaignStore, shape_columns
 from .structure import StartingModel
 
@@ -55,6 +56,7 @@ class FitProblem:
     fit: FitSettings
     catalogue: CatalogueSettings
     fingerprint: str       # the store's; keys the per-process engine cache
+    plans: tuple[RoundPlan, ...] = ()  # an adaptive catalogue's rounds so far
 
 
 _engines: dict[str, Engine] = {}
@@ -90,11 +92,13 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pai
     start, stop = store.bounds(c)
     n = stop - start
     dup_rows, dup_first = chunk_duplicates(duplicates, start, stop)
-    drawn = chunk_candidates(problem.catalogue, problem.model.permuted_positions, c)
+    drawn, round_, origin = chunk_draw(problem.catalogue, problem.model.permuted_positions, c, problem.plans)
     masks = drawn.masks
     keep = problem.model.keep_atoms(masks)
     out: dict[str, np.ndarray] = {
         "mask": masks,
+        "round": round_,
+        "origin": origin,
         "n_atoms": keep.sum(axis=1).astype(np.int32),
         **{name: np.full(n, np.nan) for name in store.refined},
         "status": np.full(n, Status.DUPLICATE, dtype=np.int8),
@@ -165,7 +169,8 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
     total = int(store.chunk_rows()[todo].sum())
     log.info("fit stage: %d of %d chunks to do (%d candidates)", len(todo), store.n_chunks, total)
 
-    duplicates = find_duplicates(client, problem.catalogue, problem.model.permuted_positions, todo[-1] + 1)
+    duplicates = find_duplicates(client, problem.catalogue, problem.model.permuted_positions, todo[-1] + 1,
+                                 problem.plans)
     wait(list(duplicates.groups.values()))  # the fits need them anyway; this times the catalogue step
     summary["catalogue_seconds"] = time.perf_counter() - t0
     run = uuid.uuid4().hex[:8]

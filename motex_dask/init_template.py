@@ -15,8 +15,8 @@ from .campaign_file import load_yaml, parse_campaign, yaml_scalar
 from .catalogue import check_catalogue
 from .data import read_header, read_pdf
 from .errors import InputError
-from .settings import (DEFAULT_KEEP_PROBABILITY, EXHAUSTIVE_MAX_ATOMS, Campaign, CatalogueSettings, FitSettings,
-                       LearnSettings, ParamSpec, to_plain)
+from .settings import (DEFAULT_KEEP_PROBABILITY, EXHAUSTIVE_MAX_ATOMS, AdaptiveSettings, Campaign, CatalogueSettings,
+                       FitSettings, LearnSettings, ParamSpec, to_plain)
 from .structure import build_model, read_structure
 
 #: One line per campaign key (dotted path): what it means. Used by `motex init` and the README.
@@ -33,7 +33,8 @@ FIELD_HELP: dict[str, str] = {
     "catalogue.seed": "random seed: the same seed gives the same catalogue everywhere",
     "catalogue.strategy": "uniform-size (ML-MotEx: a size k uniform in 1..N, then k atoms) | bernoulli | "
                           f"exhaustive (every subset; at most {EXHAUSTIVE_MAX_ATOMS} permuted atoms) | "
-                          "cookie-cutter (the atoms inside a random sphere/ellipsoid) | mixed (see parts)",
+                          "cookie-cutter (the atoms inside a random sphere/ellipsoid) | mixed (see parts) | "
+                          "adaptive (rounds guided by the model so far; stops when the ranking is stable)",
     "catalogue.keep_probability": "bernoulli: the chance that each permuted atom is kept (default 0.5); "
                                   "cookie-cutter: of each atom inside the cut (default 1, the whole cut)",
     "catalogue.radius": "Å, cookie-cutter: [min, max] of the sphere radius (of each ellipsoid semi-axis)",
@@ -41,6 +42,17 @@ FIELD_HELP: dict[str, str] = {
     "catalogue.centre": "cookie-cutter: atoms (near a random permuted atom) | bounding-sphere (anywhere around them)",
     "catalogue.parts": "strategy mixed: a list of {strategy, share, keep_probability, radius, shape, centre}; "
                        "shares add to 1",
+    "catalogue.adaptive.first": "adaptive only: uniform-size | bernoulli | cookie-cutter | mixed, the strategy "
+                                "of round 0 and of blind rows (its keys above apply to it)",
+    "catalogue.adaptive.round_size": "adaptive only: candidates per round (a multiple of chunk_size)",
+    "catalogue.adaptive.blind_share": "adaptive only: share of each later round drawn blind (by `first`)",
+    "catalogue.adaptive.mutation_share": "adaptive only: share of each later round mutated from the best candidates",
+    "catalogue.adaptive.elite": "adaptive only: how many lowest-R_wp candidates guide (and are mutated in) a round",
+    "catalogue.adaptive.tolerance": "adaptive only: stable when at most tolerance·N atoms crossed the motif boundary",
+    "catalogue.adaptive.min_tau": "adaptive only: ... and Kendall tau to the previous round's ranking is at least this",
+    "catalogue.adaptive.patience": "adaptive only: stable comparisons in a row that stop the campaign",
+    "catalogue.adaptive.max_fits": "adaptive only: stop after this many fits even if not stable; 0: catalogue.size decides",
+    "catalogue.adaptive.explain": "adaptive only: all | blind: the candidates the SHAP contributions average over",
     "fit.engine": "batched (fast, the default) | srfit (diffpy.srfit, for cross-checks)",
     "fit.calculator": "srfit engine only: motex | srreal (needs diffpy.srreal)",
     "fit.rmin": "Å: start of the fit range (points with rmin <= r < rmax are fitted)",
@@ -177,7 +189,7 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
                  "chunk_size": CatalogueSettings.chunk_size, "seed": CatalogueSettings.seed,
                  "strategy": "exhaustive" if exhaustive else CatalogueSettings.strategy,
                  "radius": list(CatalogueSettings.radius), "shape": CatalogueSettings.shape,
-                 "centre": CatalogueSettings.centre}
+                 "centre": CatalogueSettings.centre, "adaptive": to_plain(AdaptiveSettings())}
     # Keys whose default depends on the strategy, or that only a mixed catalogue has: shown, commented out.
     commented = {"catalogue": {
         "keep_probability": yaml_scalar(DEFAULT_KEEP_PROBABILITY["bernoulli"]),
@@ -217,6 +229,10 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
     for section, values in sections.items():
         lines += ["", f"{section}:"]
         for key, value in values.items():
+            if isinstance(value, dict):  # a nested section (catalogue.adaptive)
+                lines.append(f"  {key}:")
+                lines += [entry(k, v, FIELD_HELP[f"{section}.{key}.{k}"], indent="    ") for k, v in value.items()]
+                continue
             lines.append(entry(key, value, FIELD_HELP[f"{section}.{key}"] + fit_notes.get(key, ""), indent="  "))
         for key, text in commented.get(section, {}).items():
             lines.append(f"  # {key}: {text}".ljust(34) + f"  # {FIELD_HELP[f'{section}.{key}']}")

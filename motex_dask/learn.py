@@ -167,16 +167,17 @@ def _feature_block(mask: np.ndarray, size: np.ndarray, out_dtype: np.dtype) -> n
     return out
 
 
-def load_features(store: CampaignStore | str) -> Features:
+def load_features(store: CampaignStore | str, block_rows: int | None = None) -> Features:
     """A (finished or partial) campaign store as Dask arrays, its rows counted.
 
     The census reads only the status, R_wp and size columns, on the active Dask scheduler.
+    `block_rows`: rows per Dask block (default: the store's chunks); one block for the whole store
+    makes training independent of where Dask places the blocks, hence bit-reproducible.
     """
     store = CampaignStore.readonly(store)
-    mask = da.from_zarr(store.array("mask"))
-    size = da.from_zarr(store.array("n_atoms"))
-    rwp = da.from_zarr(store.array("rwp"))
-    status = da.from_zarr(store.array("status"))
+    rows = block_rows or store.chunk_size
+    mask = da.from_zarr(store.array("mask"), chunks=(rows, store.n_perm))
+    size, rwp, status = (da.from_zarr(store.array(name), chunks=(rows,)) for name in ("n_atoms", "rwp", "status"))
     n_perm = mask.shape[1]
     mask = mask.rechunk({1: -1})
     index = da.arange(mask.shape[0], chunks=mask.chunks[0], dtype=np.int64)

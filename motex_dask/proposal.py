@@ -24,6 +24,12 @@ BLIND, MODEL, MUTATION = 0, 1, 2
 ORIGINS = ("blind", "model", "mutation")
 #: The rng stream of the adaptive draws, apart from the blind strategy's own stream of a chunk.
 STREAM = 7
+#: Share of the keep probabilities replaced by the new target each round (cross-entropy smoothing),
+#: and their distance from 0 and 1 (no atom's probability collapses for good).
+SMOOTHING = 0.7
+FLOOR = 0.02
+#: Mean atoms flipped per mutation.
+FLIPS = 2.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class RoundPlan:
     mutation_share: float = 0.0
     keep: tuple[float, ...] = ()              # per-atom keep probability of model draws
     elites: tuple[tuple[int, ...], ...] = ()  # kept atoms (permuted-atom order) of the candidates to mutate
-    flips: float = 2.0                        # mean atoms flipped per mutation
+    flips: float = FLIPS                      # mean atoms flipped per mutation
 
     def to_dict(self) -> dict[str, Any]:
         return {"round": self.round, "start": self.start, "stop": self.stop, "blind_share": self.blind_share,
@@ -76,11 +82,11 @@ def plan_round(settings: Any, round_: int, start: int, stop: int, p_motif: np.nd
     if round_ == 0 or p_motif is None:
         return RoundPlan(round_, start, stop)
     prev_keep = np.asarray(previous.keep) if previous is not None and previous.keep else None
-    keep = next_keep(p_motif, elite_masks, prev_keep, settings.smoothing, settings.floor)
+    keep = next_keep(p_motif, elite_masks, prev_keep, SMOOTHING, FLOOR)
     elites = tuple(tuple(np.flatnonzero(m).tolist()) for m in elite_masks)
     return RoundPlan(round_, start, stop, blind_share=settings.blind_share,
                      mutation_share=settings.mutation_share if elites else 0.0,
-                     keep=tuple(float(p) for p in keep), elites=elites, flips=settings.flips)
+                     keep=tuple(float(p) for p in keep), elites=elites, flips=FLIPS)
 
 
 def draw(plan: RoundPlan, blind: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ when one of those does; an atom that is nobody's ligand gets 0. The `permuted` f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from .explain import Contributions
 from .fit import Engine, Status, make_engine
 from .learn import TrainResult
 from .shapes import ShapeReport
+from .stability import plot as plot_stability
 from .store import CampaignStore
 from .structure import StartingModel
 
@@ -398,8 +400,11 @@ def plot_shape_features(path: Path, shapes: ShapeReport) -> Path:
 def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | None, campaign: Campaign | None,
                   contributions: Contributions, train_result: TrainResult, store: CampaignStore | str, *,
                   engine: Engine | None = None, run: dict[str, Any] | None = None,
-                  shapes: ShapeReport | None = None) -> dict[str, Path]:
+                  shapes: ShapeReport | None = None, stability: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write every step-4 file into output_dir; returns {name: path}.
+
+    `stability`: an adaptive campaign's round ledger (rows of stability.report, the rule, why it
+    stopped, which rows were explained): plotted and added to summary.json.
 
     The motif and the store's lowest-R_wp candidates are refined again with `engine`, or with one
     made from `data` and `campaign.fit`; with neither, they keep their stored values.
@@ -452,6 +457,8 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         if shapes is not None:
             files["shape_png"] = plot_shape_features(out / "shape_features.png", shapes)
 
+    if stability is not None:
+        files["stability_png"] = plot_stability(out / "ranking_stability.png", stability["rows"], stability["rule"])
     top = table.head(10)
     summary = {
         "store": store.url,
@@ -473,6 +480,10 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         "seconds": {"train": train_result.seconds, "explain": contributions.seconds,
                     "report": time.perf_counter() - t0},
         "files": {k: p.name for k, p in files.items()},
+        "adaptive": None if stability is None else {
+            "stopped": stability["stopped"], "explained_rows": stability["explain"],
+            "rule": dataclasses.asdict(stability["rule"]),
+            "rounds": [{k: v for k, v in r.items() if k != "crossed"} for r in stability["rows"]]},
         "run": run or {},  # this run's fit stage, store and worker-memory figures (from campaign.py)
     }
     files["summary"] = out / "summary.json"

@@ -14,7 +14,7 @@ from typing import Any
 
 from ase.data import chemical_symbols
 
-STRATEGIES = ("uniform-size", "bernoulli", "exhaustive", "cookie-cutter", "mixed")
+STRATEGIES = ("uniform-size", "bernoulli", "exhaustive", "cookie-cutter", "mixed", "adaptive")
 #: Strategies that may be one part of a mixed catalogue (random draws; exhaustive enumerates rows).
 PART_STRATEGIES = ("uniform-size", "bernoulli", "cookie-cutter")
 SHAPES = ("sphere", "ellipsoid")
@@ -22,6 +22,12 @@ SHAPES = ("sphere", "ellipsoid")
 CENTRES = ("atoms", "bounding-sphere")
 #: keep_probability when it is left out: bernoulli keeps half the atoms, a cookie-cutter the whole cut.
 DEFAULT_KEEP_PROBABILITY = {"bernoulli": 0.5, "cookie-cutter": 1.0}
+#: Strategies an adaptive catalogue may draw its first round and its blind rows with.
+FIRST_STRATEGIES = (*PART_STRATEGIES, "mixed")
+#: Which candidates an adaptive campaign explains.
+EXPLAIN_ROWS = ("blind", "all")
+#: Adaptive settings that may change between runs of one store (they decide when to stop, not what is drawn).
+STOPPING_KEYS = ("tolerance", "min_tau", "patience", "max_fits", "explain")
 ENGINES = ("batched", "srfit")
 CALCULATORS = ("motex", "srreal")
 RADIATIONS = ("xray", "neutron")
@@ -139,7 +145,7 @@ def _check_draw(obj: Any, allowed: tuple[str, ...], fix: str) -> None:
     _require(obj.strategy in allowed, "strategy", f"must be one of {', '.join(allowed)} (got {obj.strategy!r}){fix}")
     p = obj.keep_probability
     if p is not None:
-        upper = obj.strategy == "cookie-cutter"  # 1: the whole cut (bernoulli would keep every atom, always)
+        upper = getattr(obj, "blind_strategy", obj.strategy) == "cookie-cutter"  # 1: the whole cut (bernoulli would keep every atom, always)
         _require(0 < p < 1 or (upper and p == 1), "keep_probability",
                  f"must lie in (0, {'1]' if upper else '1)'} (got {p})")
     lo, hi = obj.radius
@@ -151,7 +157,7 @@ def _check_draw(obj: Any, allowed: tuple[str, ...], fix: str) -> None:
 def _effective_keep_probability(obj: Any) -> float:
     if obj.keep_probability is not None:
         return obj.keep_probability
-    return DEFAULT_KEEP_PROBABILITY.get(obj.strategy, 1.0)
+    return DEFAULT_KEEP_PROBABILITY.get(getattr(obj, "blind_strategy", obj.strategy), 1.0)
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,38 @@ class CataloguePart:
 
 
 @dataclass(frozen=True)
+class AdaptiveSettings:
+    """`catalogue.strategy: adaptive`: rounds drawn from the model so far, and when to stop."""
+
+    first: str = "uniform-size"
+    round_size: int = 2000
+    blind_share: float = 0.2
+    mutation_share: float = 0.4
+    elite: int = 20
+    tolerance: float = 0.05
+    min_tau: float = 0.8
+    patience: int = 2
+    max_fits: int = 0
+    explain: str = "all"
+
+    def __post_init__(self) -> None:
+        _require(self.first in FIRST_STRATEGIES, "adaptive.first",
+                 f"must be one of {', '.join(FIRST_STRATEGIES)} (got {self.first!r})")
+        _require(self.round_size > 0, "adaptive.round_size", f"must be > 0 (got {self.round_size})")
+        _require(0 < self.blind_share <= 1, "adaptive.blind_share",
+                 f"must lie in (0, 1]: blind rows keep every atom reachable (got {self.blind_share})")
+        _require(0 <= self.mutation_share <= 1 - self.blind_share, "adaptive.mutation_share",
+                 f"must lie in [0, 1 - blind_share] = [0, {1 - self.blind_share:g}] (got {self.mutation_share})")
+        _require(self.elite >= 1, "adaptive.elite", f"must be >= 1 (got {self.elite})")
+        _require(0 < self.tolerance < 1, "adaptive.tolerance", f"must lie in (0, 1) (got {self.tolerance})")
+        _require(-1 <= self.min_tau <= 1, "adaptive.min_tau", f"must lie in [-1, 1] (got {self.min_tau})")
+        _require(self.patience >= 1, "adaptive.patience", f"must be >= 1 (got {self.patience})")
+        _require(self.max_fits >= 0, "adaptive.max_fits", f"must be >= 0, 0 for no limit (got {self.max_fits})")
+        _require(self.explain in EXPLAIN_ROWS, "adaptive.explain",
+                 f"must be one of {', '.join(EXPLAIN_ROWS)} (got {self.explain!r})")
+
+
+@dataclass(frozen=True)
 class CatalogueSettings:
     """Which candidate masks are drawn, and how they are split into fit tasks."""
 
@@ -188,20 +226,29 @@ class CatalogueSettings:
     shape: str = "sphere"
     centre: str = "atoms"
     parts: tuple[CataloguePart, ...] = ()
+    adaptive: AdaptiveSettings = AdaptiveSettings()
 
     def __post_init__(self) -> None:
         _require(self.size > 0, "size", f"must be a positive number of candidates (got {self.size})")
         _require(self.chunk_size > 0, "chunk_size", f"must be > 0 (got {self.chunk_size})")
         _require(self.seed >= 0, "seed", f"must be >= 0 (got {self.seed})")
         _check_draw(self, STRATEGIES, "")
-        if self.strategy != "mixed":
+        _require(self.strategy != "adaptive" or self.adaptive.round_size % self.chunk_size == 0,
+                 "adaptive.round_size", f"must be a multiple of chunk_size {self.chunk_size} (got "
+                 f"{self.adaptive.round_size}): every chunk belongs to one round")
+        if self.blind_strategy != "mixed":
             _require(not self.parts, "parts", f"only with strategy: mixed (got strategy: {self.strategy}); "
-                     "set strategy: mixed or remove parts")
+                     "set strategy: mixed (or adaptive.first: mixed) or remove parts")
             return
         _require(len(self.parts) > 0, "parts", "strategy: mixed needs a list of parts such as "
                  "[{strategy: cookie-cutter, share: 0.5}, {strategy: uniform-size, share: 0.5}]")
         total = sum(p.share for p in self.parts)
         _require(abs(total - 1.0) < 1e-9, "parts", f"shares must add up to 1 (got {total:g})")
+
+    @property
+    def blind_strategy(self) -> str:
+        """The strategy of the blind rows: an adaptive catalogue's first-round strategy, else the strategy."""
+        return self.adaptive.first if self.strategy == "adaptive" else self.strategy
 
     @property
     def effective_keep_probability(self) -> float:
@@ -285,6 +332,11 @@ class Campaign:
         """The settings that change fit results (the catalogue size may grow: extension)."""
         d = self.to_dict()
         d["catalogue"].pop("size")
+        if self.catalogue.strategy == "adaptive":  # when to stop and what to explain: not which rows are drawn
+            for key in STOPPING_KEYS:
+                d["catalogue"]["adaptive"].pop(key)
+        else:  # stores of other strategies keep the fingerprint they had before adaptive existed
+            d["catalogue"].pop("adaptive")
         for key in ("structure", "data", "output", "store", "cluster", "learn"):
             d.pop(key)
         return d

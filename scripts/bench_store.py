@@ -58,7 +58,8 @@ def payload(campaign, model, c: int, rng: np.random.Generator) -> dict[str, np.n
                         p=[0.9, 0.07, 0.02, 0.01]).astype(np.int8)
     ok = status == Status.OK
     out = {"mask": masks, "n_atoms": masks.sum(axis=1).astype(np.int32), "status": status, **shape_columns(drawn),
-           "duplicate_of": np.where(status == Status.DUPLICATE, c * campaign.catalogue.chunk_size, -1)}
+           "duplicate_of": np.where(status == Status.DUPLICATE, c * campaign.catalogue.chunk_size, -1),
+           "round": np.zeros(n, np.int16), "origin": np.zeros(n, np.int8)}
     for name, lo, hi in (("rwp", 0.1, 0.9), ("scale", 0.5, 2.0), ("zoom", 0.97, 1.03), ("uiso", 0.001, 0.05)):
         out[name] = np.where(ok, rng.uniform(lo, hi, n), np.nan)
     out["rwp"][status == Status.EMPTY] = 1.0

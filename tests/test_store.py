@@ -374,7 +374,7 @@ def test_failed_fits_are_recorded_and_bad_chunks_refused(tmp_path):
         values = np.where(status == Status.OK, 0.5, np.nan)
         arrays = {"mask": masks, "n_atoms": model.motif_size(masks), "rwp": values, "scale": values,
                   "zoom": values, "uiso": values, "status": status, "duplicate_of": np.full(n, -1),
-                  **shape_columns(drawn)}
+                  **shape_columns(drawn), "round": np.zeros(n, np.int16), "origin": np.zeros(n, np.int8)}
         bad = {**arrays, "rwp": np.full(n, 0.5)}           # a failed row with a value
         with pytest.raises(ValueError, match="rwp"):
             store.write_chunk(2, bad, 1.0)
@@ -394,7 +394,7 @@ def test_failed_fits_are_recorded_and_bad_chunks_refused(tmp_path):
         full = np.full(100, 0.5)
         first = {"mask": masks, "n_atoms": model.motif_size(masks), "rwp": full, "scale": full, "zoom": full,
                  "uiso": full, "status": np.full(100, Status.OK, np.int8), "duplicate_of": np.full(100, -1),
-                 **shape_columns(drawn)}
+                 **shape_columns(drawn), "round": np.zeros(100, np.int16), "origin": np.zeros(100, np.int8)}
         time.sleep(0.2)
         store.write_chunk(0, first, 2.0)
         running = status_report(url)

@@ -6,7 +6,8 @@ the catalogue size later leaves every existing row unchanged. A mixed catalogue 
 part p of chunk c from ``default_rng([seed, c, p])`` (see `mixed`).
 
 One module per strategy: `subsets` (uniform-size, bernoulli: blind to positions), `cookie_cutter`
-(shape cuts), `exhaustive` below (row i is a binary number, no randomness). A strategy is a
+(shape cuts), `exhaustive` below (row i is a binary number, no randomness), `guided` (adaptive
+rounds: blind rows of the first-round strategy mixed with rows drawn from a stored round plan). A strategy is a
 function ``draw(part, positions, rng, rows) -> Candidates`` registered in DRAWERS; `part` is the
 catalogue settings (or one entry of `catalogue.parts`) and `positions` the (n_perm, 3) permuted atoms.
 """
@@ -22,12 +23,14 @@ import numpy as np
 from ..settings import EXHAUSTIVE_MAX_ATOMS, CatalogueSettings
 from ..errors import InputError
 from .candidates import SHAPE_ELLIPSOID, SHAPE_FILL, SHAPE_NAMES, SHAPE_NONE, SHAPE_SPHERE, Candidates
+from ..proposal import BLIND, RoundPlan
 from .cookie_cutter import draw_cookie_cutter
+from .guided import draw_adaptive
 from .mixed import part_of_rows
 from .subsets import draw_bernoulli, draw_uniform_size
 
 __all__ = ["SHAPE_ELLIPSOID", "SHAPE_FILL", "SHAPE_NAMES", "SHAPE_NONE", "SHAPE_SPHERE", "Candidates", "DRAWERS",
-           "catalogue_size", "check_catalogue", "chunk_bounds", "chunk_candidates", "chunk_masks",
+           "catalogue_size", "check_catalogue", "chunk_bounds", "chunk_candidates", "chunk_draw", "chunk_masks",
            "mask_keys", "n_chunks"]
 
 #: The random strategies: name -> draw(part, positions, rng, rows), each from its own stream.
@@ -42,6 +45,8 @@ def catalogue_size(cat: CatalogueSettings, n_perm: int) -> int:
     """Rows in the catalogue; exhaustive catalogues hold every non-empty mask."""
     if cat.strategy == "exhaustive":
         return min(cat.size, 2**n_perm - 1)
+    if cat.strategy == "adaptive":  # the first round; the store grows round by round
+        return min(cat.size, cat.adaptive.round_size)
     return cat.size
 
 
@@ -63,8 +68,22 @@ def chunk_bounds(c: int, size: int, chunk_size: int) -> tuple[int, int]:
     return start, min(start + chunk_size, size)
 
 
-def chunk_candidates(cat: CatalogueSettings, positions: np.ndarray, c: int) -> Candidates:
+def chunk_draw(cat: CatalogueSettings, positions: np.ndarray, c: int,
+               plans: tuple[RoundPlan, ...] = ()) -> tuple[Candidates, np.ndarray, np.ndarray]:
+    """The candidates of chunk c with each row's round and origin (proposal.BLIND/MODEL/MUTATION);
+    `plans`: an adaptive catalogue's rounds (other strategies: round 0, all blind)."""
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if cat.strategy == "adaptive":
+        return draw_adaptive(cat, positions, c, plans, chunk_candidates)
+    drawn = chunk_candidates(cat, positions, c)
+    return drawn, np.zeros(len(drawn), dtype=np.int16), np.full(len(drawn), BLIND, dtype=np.int8)
+
+
+def chunk_candidates(cat: CatalogueSettings, positions: np.ndarray, c: int,
+                     plans: tuple[RoundPlan, ...] = ()) -> Candidates:
     """The candidates of chunk c; `positions`: (n_perm, 3) coordinates of the permuted atoms."""
+    if cat.strategy == "adaptive":
+        return chunk_draw(cat, positions, c, plans)[0]
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     n_perm = len(positions)
     size = catalogue_size(cat, n_perm)
@@ -88,9 +107,9 @@ def chunk_candidates(cat: CatalogueSettings, positions: np.ndarray, c: int) -> C
     return out.take(slice(0, stop - start))
 
 
-def chunk_masks(cat: CatalogueSettings, positions: np.ndarray, c: int) -> np.ndarray:
+def chunk_masks(cat: CatalogueSettings, positions: np.ndarray, c: int, plans: tuple[RoundPlan, ...] = ()) -> np.ndarray:
     """The (rows, n_perm) bool masks of chunk c."""
-    return chunk_candidates(cat, positions, c).masks
+    return chunk_candidates(cat, positions, c, plans).masks
 
 
 def mask_keys(masks: np.ndarray) -> np.ndarray:

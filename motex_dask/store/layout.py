@@ -52,6 +52,10 @@ ROW_ARRAYS: dict[str, tuple[str, Any]] = {
     "shape_kind": ("int8", SHAPE_NONE),
     **{name: ("float64", SHAPE_FILL) for name in ("centre_x", "centre_y", "centre_z",
                                                     "semi_axis_a", "semi_axis_b", "semi_axis_c")},
+    # The round that drew the row and how (proposal.BLIND/MODEL/MUTATION); 0 and blind outside
+    # adaptive catalogues, and in stores written before these arrays existed (made on opening).
+    "round": ("int16", 0),
+    "origin": ("int8", 0),
 }
 #: The shape arrays, in Candidates order: centre (x, y, z) then semi-axes (a, b, c).
 CENTRE = ("centre_x", "centre_y", "centre_z")

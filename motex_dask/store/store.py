@@ -293,7 +293,34 @@ class CampaignStore:
     def bounds(self, c: int) -> tuple[int, int]:
         return chunk_bounds(c, self.size, self.chunk_size)
 
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        """The round ledger of an adaptive campaign: per round its plan, then its ranking."""
+        return list(self._meta.attrs.get("rounds", []))
+
     # -- writing -----------------------------------------------------------------------------
+    def record_rounds(self, rounds: list[dict[str, Any]], stopped: str | None = None) -> None:
+        """Client side, under the lock: save the round ledger (and why the campaign stopped)."""
+        self._write_attrs({**self._meta.attrs, "rounds": rounds, "stopped": stopped})
+
+    def extend(self, size: int) -> None:
+        """Client side, under the lock: grow the store to `size` rows (an adaptive campaign's next round)."""
+        if size != self.size:
+            self._require_lock()
+            self._meta = _grow(self._store, self.url, self._meta.attrs, size)
+            self._group = zarr.open_group(store=self._store, mode="r+")
+            self._arrays.clear()  # their shapes changed
+            self._done = self._saved = None
+
+    def _write_attrs(self, attrs: dict[str, Any]) -> None:
+        self._require_lock()
+        self._group.attrs[ATTR] = attrs
+        self._meta = _Meta(self.url, attrs)
+
+    def _require_lock(self) -> None:
+        if self._lock is None or self.lock_lost:
+            raise InputError(f"{self.url}: this run does not hold the store's lock; stopping")
+
     def note_done(self, c: int) -> None:
         """Client side: chunk c's task returned, so the chunk is complete (saved by `checkpoint`)."""
         if self._done is None:
@@ -400,18 +427,24 @@ def _update(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], campai
                          "store path (store: in the campaign file)")
     size = catalogue_size(campaign.catalogue, model.n_perm)
     old_size = int(attrs["size"])
+    if campaign.catalogue.strategy == "adaptive":  # grown round by round (`extend`), never shrunk
+        size = max(size, old_size)
     if size < old_size:
         raise InputError(f"{url}: catalogue.size gives {size} candidates but the store already holds "
                          f"{old_size}; set catalogue.size to at least {old_size} or give a new store path")
     if size > old_size:
         log.info("%s: extending the catalogue from %d to %d candidates", url, old_size, size)
-    # The attributes (with the target size) first, then the arrays: both steps are idempotent, so a
-    # run killed in between is finished by the next run.
-    attrs = {**attrs, "size": size, "n_chunks": n_chunks(size, int(attrs["chunk_size"])),
-             "settings": _settings(campaign)}
+    return _grow(store, url, {**attrs, "settings": _settings(campaign)}, size)
+
+
+def _grow(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], size: int) -> _Meta:
+    """Set the store's size: the attributes (with the target size) first, then the arrays; both
+    steps are idempotent, so a run killed in between is finished by the next run."""
+    attrs = {**attrs, "size": size, "n_chunks": n_chunks(size, int(attrs["chunk_size"]))}
     group = zarr.open_group(store=store, mode="r+")
     group.attrs[ATTR] = attrs
-    _resize_arrays(group, size, int(attrs["chunk_size"]), attrs.get("fit_columns", DEFAULT_FIT_COLUMNS))
+    _resize_arrays(group, size, int(attrs["chunk_size"]), attrs.get("fit_columns", DEFAULT_FIT_COLUMNS),
+                   int(attrs["n_perm"]))
     return _Meta(url, attrs)
 
 
@@ -428,12 +461,8 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     nc = n_chunks(size, cs)
     group = zarr.open_group(store=store, mode="a")
     columns = fit_columns(campaign, model)
-    for name, (dtype, fill) in row_arrays(columns).items():
-        two_d = name == "mask"
-        group.create_array(name, shape=(size, model.n_perm) if two_d else (size,),
-                           chunks=(cs, model.n_perm) if two_d else (cs,), dtype=dtype, fill_value=fill,
-                           dimension_names=("candidate", "atom") if two_d else ("candidate",),
-                           overwrite=True)
+    for name, spec in row_arrays(columns).items():
+        _create_row_array(group, name, spec, size, cs, model.n_perm)
     for name, (dtype, fill) in CHUNK_ARRAYS.items():
         group.create_array(name, shape=(nc,), chunks=(1,), dtype=dtype, fill_value=fill,
                            compressors=[Crc32cCodec()], dimension_names=("chunk",), overwrite=True)
@@ -465,9 +494,20 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     return _Meta(url, attrs)
 
 
-def _resize_arrays(group: zarr.Group, size: int, chunk_size: int, columns) -> None:
+def _create_row_array(group: zarr.Group, name: str, spec: tuple[str, Any], size: int, chunk_size: int,
+                      n_perm: int) -> None:
+    dtype, fill = spec
+    two_d = name == "mask"
+    group.create_array(name, shape=(size, n_perm) if two_d else (size,),
+                       chunks=(chunk_size, n_perm) if two_d else (chunk_size,), dtype=dtype, fill_value=fill,
+                       dimension_names=("candidate", "atom") if two_d else ("candidate",), overwrite=True)
+
+
+def _resize_arrays(group: zarr.Group, size: int, chunk_size: int, columns, n_perm: int) -> None:
     nc = n_chunks(size, chunk_size)
-    for name in row_arrays(tuple(columns)):
+    for name, spec in row_arrays(tuple(columns)).items():
+        if name not in group:  # a store from before this array existed: its fill value is right for it
+            _create_row_array(group, name, spec, size, chunk_size, n_perm)
         arr = group[name]
         shape = (size, *arr.shape[1:])
         if arr.shape != shape:

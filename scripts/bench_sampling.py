@@ -1,0 +1,150 @@
+"""Adaptive against blind catalogues: fits needed to reach a final atom ranking (issue 15).
+
+A ranking is *final* when at least 95 % of the true motif's atoms are among the k atoms with the
+lowest contributions (k = the motif's size) and the stopping rule calls it stable (at most
+tolerance · N atoms across the motif boundary and Kendall τ to the previous round ≥ min_tau,
+`patience` rounds in a row). Both catalogues run through the same round loop
+(motex_dask.adaptive.run_rounds) with the same round size, learning and stopping rule; the blind
+one has blind_share 1, so its rows are exactly the workflow's first-round strategy's catalogue (the
+seed's uniform-size rows for C60). Rounds are run one at a time (max_fits raised by a round each
+time, a stopping patience no run reaches) until the ranking is final or --max-fits is spent; the
+campaign's own rule is then applied to the ledger afterwards: where it would have stopped by itself,
+and whether the ranking was right there.
+
+    python scripts/bench_sampling.py                                   # C60 demo, truth atoms 0-59
+    python scripts/bench_sampling.py --workflow workflows/auag_sphere.yaml \
+        --truth workflows/data/auag_sphere_truth.txt --first cookie-cutter
+    python scripts/bench_sampling.py --json                            # last line: one JSON object
+
+Fits are counted as successful fits (duplicates and failed fits excluded), the unit the stopping
+rule's max_fits uses. Timings are not the point here; the machine may be loaded by others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from motex_dask.adaptive import run_rounds
+from motex_dask.campaign import Inputs, prepare
+from motex_dask.campaign_file import load_campaign
+from motex_dask.cluster import load_profile
+from motex_dask.stability import Ranking, StoppingRule, report
+from motex_dask.store import CampaignStore
+
+ROOT = Path(__file__).resolve().parents[1]
+RECOVERY = 0.95
+
+
+def read_truth(spec: str) -> np.ndarray:
+    """Model atom indices of the true motif: 'a-b' (inclusive) or a file of indices (# comments)."""
+    if "-" in spec and not Path(spec).exists():
+        a, b = (int(x) for x in spec.split("-"))
+        return np.arange(a, b + 1)
+    lines = [ln.split("#")[0].strip() for ln in Path(spec).read_text().splitlines()]
+    return np.array([int(x) for ln in lines if ln for x in ln.replace(",", " ").split()])
+
+
+def evaluate(store_url: str, truth_perm: np.ndarray, rule: StoppingRule) -> list[dict]:
+    """Per round: fits, recovery of the truth in the lowest-k, the stability row, final or not."""
+    rounds = CampaignStore.open_readonly(store_url).rounds
+    history = [Ranking.from_dict(r["ranking"]) for r in rounds if "ranking" in r]
+    rows = report(history, rule)
+    k = len(truth_perm)
+    for ranking, row in zip(history, rows):
+        row["recovery"] = float(np.isin(ranking.lowest(k), truth_perm).mean())
+        row["final"] = row["recovery"] >= RECOVERY and row["streak"] >= rule.patience
+    return rows
+
+
+def run_mode(base, mode: str, args, folder: Path, truth_perm: np.ndarray, rule: StoppingRule) -> dict:
+    cat = base.catalogue
+    ad = replace(cat.adaptive, first=args.first, round_size=args.round_size, tolerance=rule.tolerance,
+                 min_tau=rule.min_tau, patience=10**6, max_fits=0, explain=args.explain,
+                 **({"blind_share": 1.0, "mutation_share": 0.0} if mode == "blind" else {}))
+    campaign = replace(base, output=folder / mode, store=str(folder / mode / "store.zarr"),
+                       catalogue=replace(cat, strategy="adaptive", size=args.max_fits * 2,
+                                         chunk_size=args.chunk_size, adaptive=ad))
+    inputs = prepare(campaign)
+    profile = load_profile("local", base_dir=ROOT)
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    budget = args.round_size
+    while True:
+        step = replace(campaign, catalogue=replace(campaign.catalogue,
+                                                   adaptive=replace(ad, max_fits=budget)))
+        with CampaignStore.open_for_run(step.store_path, step, inputs.model, inputs.data) as store:
+            run_rounds(Inputs(step, inputs.model, inputs.data), profile, store, progress=False)
+        rows = evaluate(step.store_path, truth_perm, rule)
+        last = rows[-1]
+        tau = "-" if last["tau"] is None else f"{last['tau']:.3f}"
+        print(f"{mode:>8}: round {len(rows) - 1:>2}  fits {last['fits']:>6}  recovery {last['recovery']:.3f}  "
+              f"tau {tau}  crossed {last['crossings']}  best R_wp {last['best_rwp']:.4f}"
+              f"{'  FINAL' if last['final'] else ''}", flush=True)
+        if last["final"] or last["fits"] >= args.max_fits:
+            break
+        budget = last["fits"] + 1
+    reached = next((r for r in rows if r["final"]), None)
+    own = next((r for r in rows if r["streak"] >= rule.patience), None)
+    return {"fits_to_final": reached["fits"] if reached else None,
+            "rounds": len(rows), "fits_run": rows[-1]["fits"],
+            "own_stop": None if own is None else {"fits": own["fits"], "recovery": own["recovery"]},
+            "seconds": time.perf_counter() - t0,
+            "ledger": [{k: r[k] for k in ("fits", "recovery", "tau", "crossings", "undecided", "best_rwp",
+                                          "stable", "final")} for r in rows]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workflow", default=str(ROOT / "workflows" / "c60.yaml"))
+    ap.add_argument("--truth", default="0-59", help="model atom indices of the true motif: a-b or a file")
+    ap.add_argument("--first", default="uniform-size", help="the blind strategy (round 0 and blind rows)")
+    ap.add_argument("--round-size", type=int, default=1000)
+    ap.add_argument("--chunk-size", type=int, default=500)
+    ap.add_argument("--max-fits", type=int, default=12000, help="give up on a catalogue after this many fits")
+    ap.add_argument("--tolerance", type=float, default=None, help="default: the workflow's (or 0.05)")
+    ap.add_argument("--patience", type=int, default=None)
+    ap.add_argument("--explain", default="all", choices=("all", "blind"))
+    ap.add_argument("--modes", nargs="+", default=["adaptive", "blind"], choices=("adaptive", "blind"))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    base = load_campaign(args.workflow)
+    ad = base.catalogue.adaptive
+    rule = StoppingRule(tolerance=args.tolerance or ad.tolerance, min_tau=ad.min_tau,
+                        patience=args.patience or ad.patience)
+    model_truth = read_truth(args.truth)
+    inputs = prepare(base)
+    truth_perm = np.flatnonzero(np.isin(inputs.model.permuted, model_truth))
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_sampling_") as tmp:
+        for mode in args.modes:
+            results[mode] = run_mode(base, mode, args, Path(tmp), truth_perm, rule)
+    a, b = (results.get(m, {}).get("fits_to_final") for m in ("adaptive", "blind"))
+    out = {"workflow": str(args.workflow), "truth_atoms": len(truth_perm), "recovery_needed": RECOVERY,
+           "rule": {"tolerance": rule.tolerance, "min_tau": rule.min_tau, "patience": rule.patience}, "round_size": args.round_size,
+           "explain": args.explain, "max_fits": args.max_fits, **results,
+           "ratio_adaptive_to_blind": (a / b) if a and b else None}
+    for mode, r in results.items():
+        own = r["own_stop"]
+        print(f"{mode:>8}: final ranking after {r['fits_to_final'] or 'not within ' + str(r['fits_run'])} fits; "
+              f"own stopping rule: " + ("never fired" if own is None else
+                                        f"{own['fits']} fits, recovery {own['recovery']:.3f}"))
+    if out["ratio_adaptive_to_blind"] is not None:
+        print(f"adaptive / blind fits: {out['ratio_adaptive_to_blind']:.3f} (goal <= 0.2)")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
