@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import dask
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 from distributed.security import Security
 
 from .errors import ClusterError, InputError
@@ -128,9 +128,11 @@ def open_client(profile: ClusterProfile, stage: str) -> Iterator[Client]:
     else:
         cluster = batch_cluster_class(profile.kind)(**_cluster_kwargs(profile, stage))
     with cluster, Client(cluster) as client, _watch_jobs(cluster, profile, stage):
-        if profile.kind != "local" and stage == "fit":
+        if profile.kind == "local":
+            client.register_plugin(IgnoreCtrlC(), name="motex-ignore-ctrl-c")
+        elif stage == "fit":
             cluster.adapt(minimum_jobs=profile.fit["minimum-jobs"], maximum_jobs=profile.fit["maximum-jobs"])
-        elif profile.kind != "local":
+        else:
             _start_fixed(cluster, client, profile)
         log.info("%s stage on cluster profile '%s' (%s): %s; dashboard %s", stage, profile.name, profile.kind,
                  _describe(profile, stage, client), client.dashboard_link)
@@ -258,6 +260,15 @@ def _watch_jobs(cluster: Any, profile: ClusterProfile, stage: str) -> Iterator[N
     finally:
         watch.stop.set()
         watch.join(timeout=5)
+
+
+class IgnoreCtrlC(WorkerPlugin):
+    """Ctrl-C in a terminal reaches the local worker processes too (one process group); the run
+    stops them itself, so they ignore it instead of each printing a traceback."""
+
+    def setup(self, worker: Any) -> None:
+        if threading.current_thread() is threading.main_thread():  # a worker process's event loop
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def job_script(profile: ClusterProfile, stage: str = "fit") -> str:

@@ -484,3 +484,36 @@ def test_init_threshold_keeps_the_whole_first_shell_of_a_polyoxometalate(tmp_pat
     threshold = yaml.safe_load(text)["threshold"]
     assert 2.36 < threshold < 3.56, threshold
     assert "W–other 1.71–2.35 Å" in text and "next W–other distance (3.56 Å)" in text, text
+
+
+# ------------------------------------------------------------------------------ error taxonomy
+
+def test_readme_and_help_list_every_exit_code():
+    from motex_dask.errors import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rc, help_text, _ = invoke(["--help"], Path.cwd())
+    assert rc == 0
+    for code in EXIT_CODES:
+        assert f"\n| {code} | " in readme, code
+        assert f"  {code:>3}  " in help_text, code
+
+
+def test_verbose_shows_the_traceback_behind_an_error(ws):
+    rc, _, stderr = invoke(["-v", "pdf", "nope.xyz", "-o", "out.gr"], ws)
+    assert rc == 2
+    assert "Traceback" in stderr and "InputError" in stderr
+    assert stderr.rstrip().splitlines()[-1] == "error: nope.xyz: structure file not found"
+
+
+def test_ctrl_c_outside_a_campaign_claims_nothing_about_chunks(ws, monkeypatch):
+    """Ctrl-C while `motex pdf` reads its structure (the interrupt raised where the user pressed it)."""
+    import motex_dask.structure
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(motex_dask.structure, "read_structure", interrupted)
+    rc, stdout, stderr = invoke(["pdf", "tiny.xyz", "-o", "out.gr"], ws)
+    assert (rc, stdout, stderr) == (130, "", "interrupted: nothing was written\n")
+    assert not (ws / "out.gr").exists()

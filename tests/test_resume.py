@@ -92,6 +92,25 @@ def test_sigkill_at_fixed_moments_then_resume_gives_the_uninterrupted_result(tmp
     assert_same_store(reference, url)
 
 
+def test_ctrl_c_in_the_fit_stage_says_what_is_kept_and_the_same_command_resumes(tmp_path, reference):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once chunks are committed:
+    exit 130 with one line saying the chunks are saved; running again finishes the campaign."""
+    campaign = write_campaign(tmp_path, size=SIZE, chunk_size=CHUNK)
+    url = load_campaign(campaign).store_path
+    log = tmp_path / "run.log"
+    run = start_run(campaign, log)
+    wait_for(lambda: chunks_done(url) >= 3, run, "3 chunks were done", log)
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(timeout=120) == 130, log.read_text()
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert lines[-1] == (f"interrupted: every finished chunk is saved in {url}; run the same command "
+                         "again to resume"), log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert not (Path(url) / LOCK_KEY).exists()  # released on the way out
+    assert start_run(campaign, log).wait(timeout=300) == 0, log.read_text()
+    assert_same_store(reference, url)
+
+
 def _executing(dask_worker) -> list[str]:
     """Keys of the tasks a worker is running right now (runs on the worker)."""
     return [str(ts.key) for ts in dask_worker.state.executing]
