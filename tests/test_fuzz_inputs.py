@@ -32,7 +32,7 @@ from motex_dask.store import LOCK_KEY
 
 #: Generated cases per test; together at least the 2,000 that CI runs.
 EXAMPLES = {"pdf_options": 600, "structure_files": 300, "data_files": 450, "campaign_files": 450,
-            "cluster_profiles": 350, "lock_files": 100}
+            "cluster_profiles": 350, "lock_files": 100, "other_numbers": 100}
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
@@ -457,6 +457,36 @@ def test_lock_files(planted_store, text, as_json, raw, use_raw):
         assert json.loads(stdout)["running"] is None  # no live run holds it on this host
     finally:
         (store / LOCK_KEY).unlink()
+
+
+#: How each command with a numeric option (besides `motex pdf`) is run cheaply for the fuzz; a numeric
+#: option added to another command fails `test_every_numeric_option_is_fuzzed` until it is here.
+NUMERIC_RUNS = {("submit", "--nodes"): ["submit", "campaign.yaml", "--cluster", "slurm-local", "-o", "s.sh"]}
+#: Numeric options not fuzzed, and why.
+NOT_FUZZED = {("stability", "--steps"): "every valid value trains XGBoost several times (minutes per case)"}
+
+
+def test_every_numeric_option_is_fuzzed():
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    numeric = {(name, a.option_strings[-1]) for name, parser in sub.choices.items() for a in parser._actions
+               if a.option_strings and a.type in (int, float) and name != "pdf"}
+    assert numeric == set(NUMERIC_RUNS) | set(NOT_FUZZED)
+
+
+@settings(FUZZ, max_examples=EXAMPLES["other_numbers"])
+@given(case=st.sampled_from(sorted(NUMERIC_RUNS)), value=number_text)
+def test_numeric_options_of_other_commands(ws, case, value):
+    """Exit 0 (the script and whatever it needs written), or one error line and nothing changed."""
+    before = snapshot(ws)
+    rc, stdout, stderr = invoke([*NUMERIC_RUNS[case], f"{case[1]}={value}"], ws)
+    event(f"exit {rc}")
+    check_outcome(rc, stdout, stderr, [case, value])
+    after = snapshot(ws)
+    assert {k: v for k, v in after.items() if k in before} == before, (case, value)
+    assert rc == 0 or after == before, (case, value)
+    for name in sorted(set(after) - set(before), reverse=True):  # what a successful run wrote
+        path = ws / name
+        path.rmdir() if path.is_dir() else path.unlink()
 
 
 def test_the_fuzz_runs_at_least_2000_cases():
