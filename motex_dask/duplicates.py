@@ -4,7 +4,7 @@ A row is a duplicate when its mask equals an earlier row's. Gathering one key pe
 the client costs O(catalogue) client memory (about 17 GB at 10^9 candidates); here nothing of
 that size leaves the workers, so the client's memory stays flat (docs/scale_model.md):
 
-1. ``keys-G``: the masks of group G (consecutive chunks, about GROUP_ROWS rows) regenerated
+1. ``keys-G``: the masks of group G (consecutive chunks, GROUP_ROWS rows or more) regenerated
    from (seed, chunk); their keys and row numbers split into P partitions by a hash of the key;
 2. ``part-G-P``: partition P of group G (a getitem, so that each reduce task fetches its part only);
 3. ``reduce-P``: among the keys of partition P from every group, the first row of each key: the
@@ -30,8 +30,11 @@ from .catalogue import catalogue_size, chunk_bounds, chunk_masks, mask_keys
 from .proposal import RoundPlan
 from .settings import CatalogueSettings
 
-#: Rows per group task (keys and row numbers: ~16 MB for masks of up to 64 atoms).
+#: Rows per group task (keys and row numbers: ~16 MB for masks of up to 64 atoms)...
 GROUP_ROWS = 2**20
+#: ...or more, so that there are at most this many groups: the getitem tasks number 2 x groups x
+#: partitions, which would otherwise grow with the square of the catalogue.
+MAX_GROUPS = 256
 #: Rows per partition: the reduce task sorts this many keys.
 PARTITION_ROWS = 2**22
 
@@ -108,7 +111,7 @@ def find_duplicates(client: Client, cat: CatalogueSettings, positions: np.ndarra
                     plans: tuple[RoundPlan, ...] = ()) -> Duplicates:
     """Submit the reduction for chunks [0, stop_chunk) of the catalogue over the permuted atoms at
     `positions`; returns without waiting for it."""
-    per_group = max(1, GROUP_ROWS // cat.chunk_size)
+    per_group = max(1, GROUP_ROWS // cat.chunk_size, math.ceil(stop_chunk / MAX_GROUPS))
     n_groups = math.ceil(stop_chunk / per_group)
     rows = min(stop_chunk * cat.chunk_size, catalogue_size(cat, len(positions)))
     parts = max(1, math.ceil(rows / PARTITION_ROWS))

@@ -33,10 +33,14 @@ def test_keys_are_exact_beyond_64_atoms():
     assert rows.size == 0
 
 
-@pytest.mark.parametrize("strategy,n_perm", [("uniform-size", 7), ("bernoulli", 70)])
-def test_reduction_over_groups_and_partitions_equals_np_unique(dask_client, monkeypatch, strategy, n_perm):
-    # Small groups and partitions: 3 chunks per group, 4 partitions, a short last chunk.
+@pytest.mark.parametrize("strategy,n_perm,max_groups,n_groups", [("uniform-size", 7, 256, 6), ("bernoulli", 70, 256, 6),
+                                                                  ("uniform-size", 7, 4, 4)])
+def test_reduction_over_groups_and_partitions_equals_np_unique(dask_client, monkeypatch, strategy, n_perm,
+                                                               max_groups, n_groups):
+    # Small groups and partitions: 3 chunks per group (or more, for at most max_groups groups),
+    # 4 partitions, a short last chunk.
     monkeypatch.setattr(duplicates, "GROUP_ROWS", 900)
+    monkeypatch.setattr(duplicates, "MAX_GROUPS", max_groups)
     monkeypatch.setattr(duplicates, "PARTITION_ROWS", 1500)
     cat = CatalogueSettings(size=5000, chunk_size=300, strategy=strategy, seed=3, keep_probability=0.02)
     positions = np.random.default_rng(0).uniform(-5, 5, (n_perm, 3))
@@ -44,7 +48,7 @@ def test_reduction_over_groups_and_partitions_equals_np_unique(dask_client, monk
     first = first_rows(np.concatenate([mask_keys(chunk_masks(cat, positions, c)) for c in range(chunks)]))
     assert (first != np.arange(size)).sum() > 50  # enough duplicates to test (many, for 7 atoms)
     found = find_duplicates(dask_client, cat, positions, chunks)
-    assert len(found.groups) == 6
+    assert len(found.groups) == n_groups
     for c in range(chunks):
         start, stop = chunk_bounds(c, size, cat.chunk_size)
         rows, firsts = chunk_duplicates(found.of_chunk(c).result(), start, stop)
