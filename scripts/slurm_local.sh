@@ -19,7 +19,7 @@
 # its slurmd runs there as NodeName=nodeK. The namespace motex-outside ($SUBNET.200) runs no
 # slurmd: a host on the same network that is not part of any campaign (the tests' intruder).
 # Traffic stays on the bridge; the filesystem is shared, as on a cluster. The multi-node SLURM has
-# its own state (MOTEX_SLURM_DIR, default /tmp/motex-slurm-multi) and ports (6827/6828), so it
+# its own state (MOTEX_SLURM_MULTI_DIR, default /tmp/motex-slurm-multi) and ports (6827/6828), so it
 # runs beside the single-host one; `down --nodes N` removes its daemons, namespaces and links.
 #   scripts/slurm_local.sh kill-node K --nodes N    kill every process in node K's namespace (its
 #                                                   slurmd and its jobs' processes): a node lost
@@ -28,7 +28,7 @@
 # No systemd: daemons run in the foreground under setsid with stdin/stdout detached (otherwise the
 # calling shell waits on them), and are stopped through the PIDs recorded at start.
 # Must run as root (slurmd launches jobs as the submitting user, here root).
-# Environment: MOTEX_SLURM_DIR (state, logs, slurm.conf), MOTEX_SLURM_CPUS (CPUs to advertise per
+# Environment: MOTEX_SLURM_DIR (single host: state, logs, slurm.conf; --nodes: MOTEX_SLURM_MULTI_DIR),
 # node; default the real count, 2 per node with --nodes), MOTEX_SLURMCTLD_PORT / MOTEX_SLURMD_PORT,
 # MOTEX_SLURM_SUBNET (multi-node: the bridge's /24, default 10.213.0).
 set -euo pipefail
@@ -47,7 +47,7 @@ done
 [[ $NODES =~ ^[0-9]+$ ]] || { echo "slurm_local: error: --nodes must be a whole number (got '$NODES')" >&2; exit 2; }
 
 if ((NODES > 0)); then
-    DIR=${MOTEX_SLURM_DIR:-/tmp/motex-slurm-multi}
+    DIR=${MOTEX_SLURM_MULTI_DIR:-/tmp/motex-slurm-multi}
     CTLD_PORT=${MOTEX_SLURMCTLD_PORT:-6827}
     SLURMD_PORT=${MOTEX_SLURMD_PORT:-6828}
 else
