@@ -29,7 +29,7 @@
 # calling shell waits on them), and are stopped through the PIDs recorded at start.
 # Must run as root (slurmd launches jobs as the submitting user, here root).
 # Environment: MOTEX_SLURM_DIR (single host: state, logs, slurm.conf; --nodes: MOTEX_SLURM_MULTI_DIR),
-# node; default the real count, 2 per node with --nodes), MOTEX_SLURMCTLD_PORT / MOTEX_SLURMD_PORT,
+# MOTEX_SLURM_CPUS (CPUs to advertise per node; default the real count, 2 per node with --nodes), MOTEX_SLURMCTLD_PORT / MOTEX_SLURMD_PORT,
 # MOTEX_SLURM_SUBNET (multi-node: the bridge's /24, default 10.213.0).
 set -euo pipefail
 
