@@ -43,6 +43,7 @@ import dask
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client, LocalCluster, WorkerPlugin
+from distributed.core import rpc
 from distributed.security import Security
 
 from .errors import ClusterError, InputError
@@ -416,10 +417,13 @@ def allocation_client(profile: ClusterProfile, credentials: Path | None) -> Iter
     if runner.role.name != "client":
         yield None
         return
+    if security is not None:  # the runner's own link to the scheduler (to end it) has no credentials
+        runner.scheduler_comm = rpc(runner.scheduler_address, connection_args=security.get_connection_args("client"))
     with runner, Client(runner, security=security) as client:
         client.wait_for_workers(runner.n_workers)
-        log.info("allocation of %d nodes: %d workers", len({w["host"] for w in client.scheduler_info()["workers"].values()}),
-                 runner.n_workers)
+        log.info("allocation of %d nodes: %d workers; scheduler %s",
+                 len({w["host"] for w in client.scheduler_info()["workers"].values()}), runner.n_workers,
+                 client.scheduler.address)
         yield client
 
 
