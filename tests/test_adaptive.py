@@ -16,7 +16,7 @@ import yaml
 import zarr
 
 from campaign_fixtures import PDF_SETTINGS, assert_same_store
-from motex_dask.campaign import run_campaign
+from motex_dask.campaign import run_campaign, stability_store
 from motex_dask.campaign_file import load_campaign
 from motex_dask.pdf import pdf_from_atoms, write_gr
 from motex_dask.proposal import BLIND
@@ -121,3 +121,18 @@ def test_a_run_killed_inside_a_round_resumes_to_the_same_store(finished, tmp_pat
     before = Ranking.from_dict(CampaignStore.open_readonly(campaign.store_path).rounds[-1]["ranking"])
     after = Ranking.from_dict(resumed.rounds[-1]["ranking"])
     assert np.array_equal(before.rank, after.rank)
+
+
+def test_the_stability_report_of_a_blind_store_learns_on_growing_prefixes(tmp_path):
+    path = write_case(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["catalogue"] = {"size": 1200, "chunk_size": 200, "seed": 5}  # uniform-size, no rounds
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    run_campaign(path, fits_only=True, progress=False)
+    store = CampaignStore.open_readonly(load_campaign(path).store_path)
+    result = stability_store(store, steps=2, output=tmp_path / "stability.png")
+    assert result["source"] == "2 growing prefixes" and not store.rounds
+    first, second = result["rows"]
+    assert first["fits"] < second["fits"] <= 1200
+    assert second["tau"] is not None and -1 <= second["tau"] <= 1 and second["crossings"] >= 0
+    assert (tmp_path / "stability.png").stat().st_size > 0
