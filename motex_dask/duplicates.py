@@ -32,11 +32,15 @@ from .settings import CatalogueSettings
 
 #: Rows per group task (keys and row numbers: ~16 MB for masks of up to 64 atoms)...
 GROUP_ROWS = 2**20
-#: ...or more, so that there are at most this many groups: the getitem tasks number 2 x groups x
-#: partitions, which would otherwise grow with the square of the catalogue.
-MAX_GROUPS = 256
-#: Rows per partition: the reduce task sorts this many keys.
+#: ...or more, so that there are at most this many groups.
+MAX_GROUPS = 32
+#: Rows per partition: the reduce task sorts this many keys...
 PARTITION_ROWS = 2**22
+#: ...or more, for at most this many partitions. The task count (2 x groups x partitions getitems
+#: dominate) is then bounded whatever the catalogue's size, and so is the scheduler's memory in the
+#: client's process (~8 KB per task): tasks grow instead (10^9 rows: ~31 M per group, ~62 M per
+#: partition, a few GB of worker memory each).
+MAX_PARTITIONS = 16
 
 _FNV_OFFSET, _FNV_PRIME = np.uint64(14695981039346656037), np.uint64(1099511628211)
 
@@ -107,14 +111,19 @@ class Duplicates:
         return self.groups[c // self.chunks_per_group]
 
 
+def plan(cat: CatalogueSettings, n_perm: int, stop_chunk: int) -> tuple[int, int, int]:
+    """(chunks per group, groups, partitions) of the reduction over chunks [0, stop_chunk)."""
+    per_group = max(1, GROUP_ROWS // cat.chunk_size, math.ceil(stop_chunk / MAX_GROUPS))
+    rows = min(stop_chunk * cat.chunk_size, catalogue_size(cat, n_perm))
+    parts = min(MAX_PARTITIONS, max(1, math.ceil(rows / PARTITION_ROWS)))
+    return per_group, math.ceil(stop_chunk / per_group), parts
+
+
 def find_duplicates(client: Client, cat: CatalogueSettings, positions: np.ndarray, stop_chunk: int,
                     plans: tuple[RoundPlan, ...] = ()) -> Duplicates:
     """Submit the reduction for chunks [0, stop_chunk) of the catalogue over the permuted atoms at
     `positions`; returns without waiting for it."""
-    per_group = max(1, GROUP_ROWS // cat.chunk_size, math.ceil(stop_chunk / MAX_GROUPS))
-    n_groups = math.ceil(stop_chunk / per_group)
-    rows = min(stop_chunk * cat.chunk_size, catalogue_size(cat, len(positions)))
-    parts = max(1, math.ceil(rows / PARTITION_ROWS))
+    per_group, n_groups, parts = plan(cat, len(positions), stop_chunk)
     run = uuid.uuid4().hex[:8]
     groups = [range(g * per_group, min((g + 1) * per_group, stop_chunk)) for g in range(n_groups)]
     keyed = [client.submit(group_keys, chunks, cat, positions, parts, plans, key=f"motex-keys-{run}-{g}")

@@ -3,13 +3,15 @@ whole catalogue at once (what the client did before)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from motex_dask import duplicates
 from motex_dask.catalogue import catalogue_size, chunk_bounds, chunk_masks, mask_keys, n_chunks
 from motex_dask.settings import CatalogueSettings
-from motex_dask.duplicates import chunk_duplicates, find_duplicates, reduce_partition
+from motex_dask.duplicates import chunk_duplicates, find_duplicates, plan, reduce_partition
 
 
 def first_rows(keys: np.ndarray) -> np.ndarray:
@@ -33,15 +35,16 @@ def test_keys_are_exact_beyond_64_atoms():
     assert rows.size == 0
 
 
-@pytest.mark.parametrize("strategy,n_perm,max_groups,n_groups", [("uniform-size", 7, 256, 6), ("bernoulli", 70, 256, 6),
-                                                                  ("uniform-size", 7, 4, 4)])
+@pytest.mark.parametrize("strategy,n_perm,max_groups,n_groups,max_parts",
+                         [("uniform-size", 7, 256, 6, 16), ("bernoulli", 70, 256, 6, 16), ("uniform-size", 7, 4, 4, 3)])
 def test_reduction_over_groups_and_partitions_equals_np_unique(dask_client, monkeypatch, strategy, n_perm,
-                                                               max_groups, n_groups):
+                                                               max_groups, n_groups, max_parts):
     # Small groups and partitions: 3 chunks per group (or more, for at most max_groups groups),
-    # 4 partitions, a short last chunk.
+    # 4 partitions (or max_parts), a short last chunk.
     monkeypatch.setattr(duplicates, "GROUP_ROWS", 900)
     monkeypatch.setattr(duplicates, "MAX_GROUPS", max_groups)
     monkeypatch.setattr(duplicates, "PARTITION_ROWS", 1500)
+    monkeypatch.setattr(duplicates, "MAX_PARTITIONS", max_parts)
     cat = CatalogueSettings(size=5000, chunk_size=300, strategy=strategy, seed=3, keep_probability=0.02)
     positions = np.random.default_rng(0).uniform(-5, 5, (n_perm, 3))
     size, chunks = catalogue_size(cat, n_perm), n_chunks(cat.size, cat.chunk_size)
@@ -49,9 +52,18 @@ def test_reduction_over_groups_and_partitions_equals_np_unique(dask_client, monk
     assert (first != np.arange(size)).sum() > 50  # enough duplicates to test (many, for 7 atoms)
     found = find_duplicates(dask_client, cat, positions, chunks)
     assert len(found.groups) == n_groups
+    assert plan(cat, n_perm, chunks)[1:] == (n_groups, min(4, max_parts))
     for c in range(chunks):
         start, stop = chunk_bounds(c, size, cat.chunk_size)
         rows, firsts = chunk_duplicates(found.of_chunk(c).result(), start, stop)
         expected = np.flatnonzero(first[start:stop] != np.arange(start, stop))
         assert rows.tolist() == expected.tolist()
         assert firsts.tolist() == first[start + expected].tolist()
+
+
+def test_task_count_is_bounded_whatever_the_catalogue_size():
+    """The scheduler's memory in the client's process grows with the reduction's tasks: bounded."""
+    for size in (10**6, 10**8, 10**9, 10**10):
+        per_group, groups, parts = plan(CatalogueSettings(size=size, chunk_size=2000), 60, math.ceil(size / 2000))
+        assert groups <= duplicates.MAX_GROUPS and parts <= duplicates.MAX_PARTITIONS
+        assert per_group * 2000 * groups >= size
