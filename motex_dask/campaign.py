@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from distributed import Client
 
 from . import adaptive, stability
@@ -24,7 +25,7 @@ from .catalogue import check_catalogue
 from .cluster import load_profile, open_client
 from .campaign_file import load_campaign, parse_campaign
 from .settings import Campaign
-from .data import PDFData, read_pdf
+from .data import PDFData, read_frames, read_pdf
 from .errors import InputError, Interrupted
 from .fit.recipe import Recipe
 from .graph import FitProblem, run_fits
@@ -42,7 +43,8 @@ class Inputs:
 
     campaign: Campaign
     model: StartingModel
-    data: PDFData
+    data: PDFData  # the first frame of a series
+    frames: tuple[PDFData, ...] = ()  # every frame of a series, in order (empty for one PDF)
 
 
 def prepare(campaign: Campaign) -> Inputs:
@@ -52,9 +54,17 @@ def prepare(campaign: Campaign) -> Inputs:
         Recipe.from_settings(campaign.fit, dict.fromkeys(str(s) for s in model.symbols))
     except ValueError as err:
         raise InputError(f"{campaign.path}: field 'fit.uiso': {err}") from None
-    data = read_pdf(campaign.data).window(campaign.fit.rmin, campaign.fit.rmax)
+    frames = read_frames(campaign.frames, campaign.fit.rmin, campaign.fit.rmax) if campaign.is_series else ()
+    data = frames[0] if frames else read_pdf(campaign.data).window(campaign.fit.rmin, campaign.fit.rmax)
     check_catalogue(campaign.catalogue, model.n_perm, str(campaign.path))
-    return Inputs(campaign, model, data)
+    return Inputs(campaign, model, data, frames)
+
+
+def fit_problem(inputs: Inputs, fingerprint: str, plans: tuple = ()) -> FitProblem:
+    """What every fit task needs: the model, the data (every frame's G for a series), the settings."""
+    frames = np.array([f.g for f in inputs.frames]) if inputs.frames else None
+    return FitProblem(inputs.model, inputs.data, inputs.campaign.fit, inputs.campaign.catalogue, fingerprint, plans,
+                      frames=frames)
 
 
 def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool = False,
@@ -69,15 +79,16 @@ def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool =
     profile = load_profile(cluster or campaign.cluster, base_dir=campaign.path.parent)
     t0 = time.perf_counter()
     with _resumable(campaign.store_path), \
-            CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
+            CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data,
+                                       inputs.frames) as store:
         summary: dict[str, Any] = {"store_seconds": time.perf_counter() - t0}
         if campaign.catalogue.strategy == "adaptive" and not fits_only:
             rounds = adaptive.run_rounds(inputs, profile, store, progress=progress, client=client)
             summary["fits"] = rounds["fits"]
             return _learn_and_report(inputs, store, profile, summary, client, rounds["learned"])
         plans = tuple(RoundPlan.from_dict(r["plan"]) for r in store.rounds)  # --fits-only: the planned rounds
-        problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint, plans)
-        if store.incomplete_chunks():
+        problem = fit_problem(inputs, store.fingerprint, plans)
+        if pending_tasks(store):
             with _stage_client(profile, "fit", client) as fit_client:
                 summary["fits"] = run_fits(fit_client, store, problem, progress=progress)
                 summary["peak_worker_mb"] = {"fit": worker_peak_mb(fit_client)}
@@ -183,21 +194,29 @@ def _learn_and_report(inputs: Inputs, store: CampaignStore, profile: Any, summar
     from . import explain, learn, report, shapes  # xgboost/shap/matplotlib: only loaded when learning runs
 
     campaign = inputs.campaign
-    timings = {}
+    # a series: one model per frame, each explained as a one-PDF campaign would be (see README)
+    frames: list[int | None] = list(range(len(inputs.frames))) or [None]
+    per_frame = []
     if learned is None:
+        timings = {"train_seconds": 0.0, "explain_seconds": 0.0}
         with _stage_client(profile, "learn", client) as learn_client:
-            t0 = time.perf_counter()
-            features = learn.load_features(store)
-            if features.n_ok < 50:
-                raise InputError(f"{store.url}: only {features.n_ok} successful fits; "
-                                 "learning needs at least 50 (raise catalogue.size or run the fits first)")
-            trained = learn.train(learn_client, features, campaign.learn)
-            timings["train_seconds"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            contributions = explain.explain(learn_client, adaptive.explained_features(features, store, campaign),
-                                            trained, campaign.learn)
+            searched = None  # the first frame's hyper-parameter search serves every frame
+            for frame in frames:
+                t0 = time.perf_counter()
+                features = learn.load_features(store, frame=frame)
+                if features.n_ok < 50:
+                    which = "" if frame is None else f" in frame {Path(inputs.frames[frame].path).name}"
+                    raise InputError(f"{store.url}: only {features.n_ok} successful fits{which}; "
+                                     "learning needs at least 50 (raise catalogue.size or run the fits first)")
+                trained = learn.train(learn_client, features, campaign.learn, searched=searched)
+                searched = trained.best_params
+                timings["train_seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                contributions = explain.explain(learn_client, adaptive.explained_features(features, store, campaign),
+                                                trained, campaign.learn)
+                per_frame.append(contributions)
+                timings["explain_seconds"] += time.perf_counter() - t0
             shape_report = shapes.explain_shapes(store, campaign.learn)  # None without shape candidates
-            timings["explain_seconds"] = time.perf_counter() - t0
             peaks = {**summary.get("peak_worker_mb", {}), "learn": worker_peak_mb(learn_client)}
         summary = {**summary, **timings, "peak_worker_mb": peaks}
     else:
@@ -211,8 +230,15 @@ def _learn_and_report(inputs: Inputs, store: CampaignStore, profile: Any, summar
         ledger = {"rows": stability.report([stability.Ranking.from_dict(r["ranking"]) for r in rounds], rule),
                      "rule": rule, "stopped": store.attrs.get("stopped"),
                      "explain": campaign.catalogue.adaptive.explain}
-    outputs = report.write_outputs(campaign.output, inputs.model, inputs.data, campaign, contributions,
-                                   trained, store, run=summary, shapes=shape_report, stability=ledger)
+    # a series: the last frame's model gives the usual files
+    data = inputs.frames[-1] if inputs.frames else inputs.data
+    outputs = report.write_outputs(campaign.output, inputs.model, data, campaign, contributions,
+                                   trained, store, run=summary, shapes=shape_report, stability=ledger,
+                                   frame=frames[-1])
+    if inputs.frames:
+        from .series_report import write_series_outputs
+
+        outputs.update(write_series_outputs(campaign.output, inputs.model, inputs.frames, campaign, per_frame, store))
     summary = {**summary, "report_seconds": time.perf_counter() - t0,
                "outputs": {k: str(v) for k, v in outputs.items()}}
     log.info("outputs in %s", campaign.output)

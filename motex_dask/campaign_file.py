@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
 import json
 import math
 import re
@@ -168,22 +169,69 @@ def load_yaml(text: str, path: Path) -> Any:
         raise InputError(f"{path}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
 
 
+def natural_key(path: Path) -> tuple:
+    """Sort key of a frame file: its name with digit runs compared as numbers (frame2 < frame10)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name)) + (str(path),)
+
+
+def _series(spec: Any, base: Path, order: str, path: Path) -> tuple[Path, ...]:
+    """The frame files of `data:` given as a list of paths or a glob, in campaign order."""
+    def bad(message: str) -> InputError:
+        return InputError(f"{path}: field 'data': {message}")
+
+    if isinstance(spec, str):  # a glob
+        if order == "listed":
+            raise bad(f"a glob ({spec!r}) has no order of its own; list the files to use frame_order: listed")
+        files = [Path(p) for p in glob.glob(str(base / spec), recursive=True) if Path(p).is_file()]
+        if not files:
+            raise bad(f"no file matches {spec!r} (relative to {base}); check the pattern")
+    else:
+        if not spec or not all(isinstance(p, str) and p for p in spec):
+            raise bad("a list of data files must hold at least one file name, each a string")
+        files = [(base / p).resolve() for p in spec]
+        for file in files:
+            if not file.is_file():
+                raise bad(f"frame {file} does not exist" if not file.is_dir() else f"{file} is a folder; name the file")
+    files = [f.resolve() for f in files]
+    if order == "natural":
+        files.sort(key=natural_key)
+    names = [f.name for f in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise bad(f"frames are named by their file name, and {twice[0]!r} appears twice; rename one")
+    return tuple(files)
+
+
 def parse_campaign(mapping: Any, path: Path) -> Campaign:
     """Validate a loaded YAML mapping; `path` names the file in errors and anchors relative paths."""
     if not isinstance(mapping, dict):
         raise InputError(f"{path}: a campaign file must be a YAML mapping of keys (see `motex init`)")
+    spec = mapping.get("data")
+    series = isinstance(spec, list) or (isinstance(spec, str) and glob.has_magic(spec))
+    if series:
+        mapping = {**mapping, "data": "."}  # resolved below, once frame_order is known
+    elif "frame_order" in mapping or "frames_per_task" in mapping:
+        key = "frame_order" if "frame_order" in mapping else "frames_per_task"
+        raise InputError(f"{path}: field '{key}': applies to a series of frames only "
+                         "(data: a list of files or a glob such as frames/*.gr); remove it")
     try:
         campaign = _build(Campaign, mapping)
     except SettingError as err:
         raise InputError(f"{path}: field '{err.field_name}': {err.message}") from None
     base = path.resolve().parent
+    if series:
+        frames = _series(spec, base, campaign.frame_order, path)
+        try:
+            campaign = dataclasses.replace(campaign, data=frames[0], frames=frames)
+        except SettingError as err:
+            raise InputError(f"{path}: field '{err.field_name}': {err.message}") from None
     store = campaign.store
     if store and "://" not in store:
         store = str((base / store).resolve())
     campaign = dataclasses.replace(
         campaign,
         structure=(base / campaign.structure).resolve(),
-        data=(base / campaign.data).resolve(),
+        data=(base / campaign.data).resolve(),  # absolute already for a series
         output=(base / campaign.output).resolve(),
         store=store,
         path=path.resolve(),

@@ -187,3 +187,20 @@ def read_pdf(path: str | Path) -> PDFData:
     if len(r) < 10:
         raise InputError(f"{path}: only {len(r)} data points; a PDF needs many more")
     return PDFData(r=r, g=g, dg=dg, path=str(path))
+
+
+def read_frames(paths, rmin: float, rmax: float) -> tuple[PDFData, ...]:
+    """Read and window every frame of a series; all frames must share the first frame's r grid.
+
+    Each frame gets the single-file checks (its own `error:` naming it); the engine compares every
+    frame with one model curve per candidate, so the fit-range r values must agree point by point.
+    """
+    frames = tuple(read_pdf(p).window(rmin, rmax) for p in paths)
+    first = frames[0]
+    for frame in frames[1:]:
+        if frame.r.size != first.r.size or not np.allclose(frame.r, first.r, rtol=0.0, atol=STEP_TOL * first.rstep):
+            raise InputError(f"{frame.path}: this frame's r grid in the fit range ({frame.r.size} points, "
+                             f"{frame.r[0]:g}–{frame.r[-1]:g} Å) differs from the first frame's "
+                             f"({Path(first.path).name}: {first.r.size} points, {first.r[0]:g}–{first.r[-1]:g} Å); "
+                             "give every frame on the same r grid")
+    return frames

@@ -57,6 +57,7 @@ class FitProblem:
     catalogue: CatalogueSettings
     fingerprint: str       # the store's; keys the per-process engine cache
     plans: tuple[RoundPlan, ...] = ()  # an adaptive catalogue's rounds so far
+    frames: np.ndarray | None = None  # a series: G of every frame on data.r, (n_frames, n_r)
 
 
 _engines: dict[str, Engine] = {}
@@ -66,12 +67,14 @@ _engines_lock = threading.Lock()
 def _engine(problem: FitProblem) -> Engine:
     """The fit engine of this worker process, built on its first task (engines compile/tabulate)."""
     with _engines_lock:
-        engine = _engines.get(problem.fingerprint)
+        # a series grows: the same store (fingerprint) with more frames needs a new engine
+        key = f"{problem.fingerprint}/{0 if problem.frames is None else len(problem.frames)}"
+        engine = _engines.get(key)
         if engine is None:
             _engines.clear()  # one campaign per process at a time: keep memory bounded
             engine = make_engine(problem.model.symbols, problem.model.positions, problem.data.r,
-                                 problem.data.g, problem.fit)
-            _engines[problem.fingerprint] = engine
+                                 problem.data.g if problem.frames is None else problem.frames, problem.fit)
+            _engines[key] = engine
         return engine
 
 
@@ -79,11 +82,16 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pairs) -> dict[str, Any]:
+def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pairs,
+              block: tuple[int, int] | None = None) -> dict[str, Any]:
     """Fit every row of chunk c and write it (a Dask task; idempotent).
 
     duplicates: (row, first row) of the duplicates of the chunk's group; those in the chunk are
     not fitted but point to the earlier row they repeat.
+    block (b, lo): a series task, which fits frames lo .. the end of frame block b. Within a block
+    each frame starts from the previous frame's values, so a block continued in a later run (new
+    frames) starts from the stored values of its last fitted frame: the same numbers a run of the
+    whole block gives. Each block's first frame starts from the settings, so blocks are independent.
     A chunk cut short by a smaller catalogue is fitted whole again when the catalogue grows: a row's
     refined values may depend on the batch it was fitted in (in the last bits), and a campaign's
     result must not depend on its history.
@@ -95,13 +103,17 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pai
     drawn, round_, origin = chunk_draw(problem.catalogue, problem.model.permuted_positions, c, problem.plans)
     masks = drawn.masks
     keep = problem.model.keep_atoms(masks)
+    if block is not None:
+        b, lo = block
+        first, hi = store.block_frames(b)
+    shape = n if block is None else (n, hi - lo)
     out: dict[str, np.ndarray] = {
         "mask": masks,
         "round": round_,
         "origin": origin,
         "n_atoms": keep.sum(axis=1).astype(np.int32),
-        **{name: np.full(n, np.nan) for name in store.refined},
-        "status": np.full(n, Status.DUPLICATE, dtype=np.int8),
+        **{name: np.full(shape, np.nan) for name in store.refined},
+        "status": np.full(shape, Status.DUPLICATE, dtype=np.int8),
         "duplicate_of": np.full(n, -1, dtype=np.int64),
         **shape_columns(drawn),
     }
@@ -110,15 +122,25 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pai
     unique[dup_rows] = False
     todo = np.flatnonzero(unique)
     if todo.size:
-        result = _engine(problem).fit(keep[todo])
+        if block is None:
+            result = _engine(problem).fit(keep[todo])
+        else:
+            start_values = None
+            if lo > first:  # the block's chain goes on from its last stored frame
+                start_values = np.column_stack([store.array(name)[start:stop, lo - 1][todo]
+                                                for name in store.fit_columns])
+            result = _engine(problem).fit(keep[todo], start=start_values, frames=range(lo, hi))
         status = np.asarray(result.status, dtype=np.int8)
         out["status"][todo] = status
         for name in store.refined:  # NaN on failed rows; EMPTY rows: rwp 1, scale 0 (the store checks)
             out[name][todo] = result[name]
     seconds = time.perf_counter() - t0
-    store.write_chunk(c, out, seconds)
-    return {"chunk": c, "rows": n, "fits": int(todo.size),
-            "status": np.bincount(out["status"], minlength=len(Status)).tolist(), "seconds": seconds}
+    if block is None:
+        store.write_chunk(c, out, seconds)
+    else:
+        store.write_block(c, b, lo, out if lo == 0 else {name: out[name] for name in store.frame_arrays}, seconds)
+    return {"chunk": c, "rows": out["status"].size, "fits": int(todo.size) * (1 if block is None else hi - lo),
+            "status": np.bincount(out["status"].ravel(), minlength=len(Status)).tolist(), "seconds": seconds}
 
 
 class _Progress:
@@ -151,13 +173,24 @@ class _Progress:
             self.bar.close()
 
 
+Task = tuple[int, "tuple[int, int] | None"]
+
+
+def pending_tasks(store: CampaignStore) -> list[Task]:
+    """The fit tasks a store still needs: (chunk, None), or for a series (chunk, (frame block, first
+    frame to fit)): a task owns a (candidates x frames) block."""
+    if store.n_frames is None:
+        return [(c, None) for c in store.incomplete_chunks()]
+    return [(c, (b, lo)) for c, b, lo in store.incomplete_blocks()]
+
+
 def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, progress: bool = True) -> dict[str, Any]:
-    """Fit every incomplete chunk of the store on the cluster; returns a summary of this run.
+    """Fit every incomplete chunk (or frame block) of the store on the cluster; returns a summary.
 
     `client` may be None when the store is complete (callers skip starting a cluster then).
     """
     t0 = time.perf_counter()
-    todo = store.incomplete_chunks()
+    todo = pending_tasks(store)
     summary: dict[str, Any] = {"chunks_total": store.n_chunks, "chunks": len(todo), "candidates": 0, "fits": 0,
                                "duplicates": 0, "failed": {}, "resubmitted": 0}
     if not todo:
@@ -166,11 +199,18 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
         return {**summary, "seconds": time.perf_counter() - t0, "catalogue_seconds": 0.0, "fits_per_second": 0.0}
     if client is None:
         raise ValueError("run_fits needs a Dask client while chunks remain to be fitted")
-    total = int(store.chunk_rows()[todo].sum())
-    log.info("fit stage: %d of %d chunks to do (%d candidates)", len(todo), store.n_chunks, total)
+    rows = store.chunk_rows()
+    # (candidate, frame) pairs of each task; one frame per candidate without a series
+    total = sum(int(rows[c]) * (1 if block is None else store.block_frames(block[0])[1] - block[1])
+                for c, block in todo)
+    if store.n_frames is None:
+        log.info("fit stage: %d of %d chunks to do (%d candidates)", len(todo), store.n_chunks, total)
+    else:
+        log.info("fit stage: %d of %d (chunk, frame block) tasks to do (%d candidate-frame fits)", len(todo),
+                 store.n_chunks * store.n_blocks, total)
 
-    duplicates = find_duplicates(client, problem.catalogue, problem.model.permuted_positions, todo[-1] + 1,
-                                 problem.plans)
+    duplicates = find_duplicates(client, problem.catalogue, problem.model.permuted_positions,
+                                 max(c for c, _ in todo) + 1, problem.plans)
     wait(list(duplicates.groups.values()))  # the fits need them anyway; this times the catalogue step
     summary["catalogue_seconds"] = time.perf_counter() - t0
     run = uuid.uuid4().hex[:8]
@@ -178,14 +218,16 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
     problem_future = client.submit(_identity, problem, key=f"motex-problem-{run}")
     attempts = dict.fromkeys(todo, 0)
 
-    def submit(c: int) -> Future:
-        return client.submit(fit_chunk, problem_future, store, c, duplicates.of_chunk(c),
-                             key=f"motex-fit-{run}-{c}-{attempts[c]}", retries=TASK_RETRIES)
+    def submit(task: Task) -> Future:
+        c, block = task
+        name = f"{c}" if block is None else f"{c}-{block[0]}"
+        return client.submit(fit_chunk, problem_future, store, c, duplicates.of_chunk(c), block,
+                             key=f"motex-fit-{run}-{name}-{attempts[task]}", retries=TASK_RETRIES)
 
     futures = {}
-    for c in todo:
-        f = submit(c)
-        futures[f.key] = (c, f)
+    for task in todo:
+        f = submit(task)
+        futures[f.key] = (task, f)
     bar = _Progress(total, progress)
     by_status = np.zeros(len(Status), dtype=np.int64)
     pending = as_completed([f for _, f in futures.values()])
@@ -194,13 +236,15 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
         for future in pending:
             if store.lock_lost:
                 raise InputError(f"{store.url}: another run took over this store's lock; stopping this one")
-            c, _ = futures.pop(future.key)
+            task, _ = futures.pop(future.key)
+            c, block = task
             try:
                 stats = future.result() if future.status == "finished" else None
             except CancelledError:  # finished, then its result was lost with its worker
                 stats = None
             if stats is not None:
-                store.note_done(c)
+                if block is None or block == (0, 0):  # this task wrote the chunk's candidates
+                    store.note_done(c)
                 if time.monotonic() - saved > SNAPSHOT_SECONDS:
                     store.checkpoint()
                     saved = time.monotonic()
@@ -213,17 +257,17 @@ def run_fits(client: Client | None, store: CampaignStore, problem: FitProblem, p
             error = future.exception() if future.status == "error" else None
             if error is not None and not isinstance(error, KilledWorker):
                 raise error  # the task itself failed, after TASK_RETRIES retries
-            if attempts[c] < MAX_RESUBMITS:
+            if attempts[task] < MAX_RESUBMITS:
                 # The worker died or left (or the problem's copies were lost with it): run it again.
-                attempts[c] += 1
+                attempts[task] += 1
                 summary["resubmitted"] += 1
                 log.warning("chunk %d: %s; resubmitting it (attempt %d)", c,
-                            error or f"task {future.status}", attempts[c] + 1)
-                f = submit(c)
-                futures[f.key] = (c, f)
+                            error or f"task {future.status}", attempts[task] + 1)
+                f = submit(task)
+                futures[f.key] = (task, f)
                 pending.add(f)
                 continue
-            raise LostWorkError(f"the fit task of chunk {c} was lost with its worker {attempts[c] + 1} times "
+            raise LostWorkError(f"the fit task of chunk {c} was lost with its worker {attempts[task] + 1} times "
                                 f"({error or future.status}): workers are dying or leaving while they fit, "
                                 "often out of memory; give workers more memory (cluster profile: jobqueue.memory "
                                 "or local.memory-limit) or lower catalogue.chunk_size, then run again to resume")

@@ -167,17 +167,24 @@ def _feature_block(mask: np.ndarray, size: np.ndarray, out_dtype: np.dtype) -> n
     return out
 
 
-def load_features(store: CampaignStore | str, block_rows: int | None = None) -> Features:
+def load_features(store: CampaignStore | str, block_rows: int | None = None, frame: int | None = None) -> Features:
     """A (finished or partial) campaign store as Dask arrays, its rows counted.
 
     The census reads only the status, R_wp and size columns, on the active Dask scheduler.
     `block_rows`: rows per Dask block (default: the store's chunks); one block for the whole store
-    makes training independent of where Dask places the blocks, hence bit-reproducible.
+    makes training independent of where Dask places the blocks, hence bit-reproducible. A series
+    store: the target is frame `frame`'s R_wp (default: the last frame).
     """
     store = CampaignStore.readonly(store)
     rows = block_rows or store.chunk_size
     mask = da.from_zarr(store.array("mask"), chunks=(rows, store.n_perm))
-    size, rwp, status = (da.from_zarr(store.array(name), chunks=(rows,)) for name in ("n_atoms", "rwp", "status"))
+    size = da.from_zarr(store.array("n_atoms"), chunks=(rows,))
+    if store.n_frames is None:
+        rwp, status = (da.from_zarr(store.array(name), chunks=(rows,)) for name in ("rwp", "status"))
+    else:  # (candidate, frame) arrays: one frame's column
+        column = store.n_frames - 1 if frame is None else frame
+        rwp, status = (da.from_zarr(store.array(name), chunks=(rows, store.frames_per_task))[:, column]
+                       for name in ("rwp", "status"))
     n_perm = mask.shape[1]
     mask = mask.rechunk({1: -1})
     index = da.arange(mask.shape[0], chunks=mask.chunks[0], dtype=np.int64)
@@ -369,10 +376,12 @@ def evaluate(client: Client, features: Features, booster: xgb.Booster, settings:
 
 
 def train(client: Client, features: Features, settings: LearnSettings, k_best: int | None = None,
-          search_space: dict[str, tuple[float, float]] | None = None) -> TrainResult:
+          search_space: dict[str, tuple[float, float]] | None = None,
+          searched: dict[str, Any] | None = None) -> TrainResult:
     """Search hyper-parameters (optional), train on the train split with early stopping on validation,
     and score every split; `k_best` lowest-R_wp candidates are listed (default settings.best_candidates).
-    `search_space` replaces ranges of SEARCH_SPACE."""
+    `search_space` replaces ranges of SEARCH_SPACE; `searched` (another TrainResult's best_params)
+    skips the search and uses those (the frames of a series share one search)."""
     t0 = time.perf_counter()
     counts = _split_counts(features, settings)
     need = {"train": max(10, settings.cv_folds), "validation": 1, "test": 1}
@@ -383,7 +392,10 @@ def train(client: Client, features: Features, settings: LearnSettings, k_best: i
     seconds = {"split": time.perf_counter() - t0}
 
     t0 = time.perf_counter()
-    if settings.tune:
+    if searched is not None:
+        params = {k: v for k, v in searched.items() if k != "n_rounds"}
+        n_rounds, search = int(searched["n_rounds"]), []
+    elif settings.tune:
         space = {**SEARCH_SPACE, **(search_space or {})}
         params, n_rounds, search = _search(client, features, settings, counts["train"], space)
     else:

@@ -157,14 +157,18 @@ def write_vesta(path: Path, symbols: np.ndarray, positions: np.ndarray, values: 
 
 # ------------------------------------------------------------------------ motif and candidates
 
-def _read_rows(store: CampaignStore, index: np.ndarray) -> dict[str, np.ndarray]:
-    """Mask and refined values of a few store rows (in the order given)."""
+def _read_rows(store: CampaignStore, index: np.ndarray, frame: int | None = None) -> dict[str, np.ndarray]:
+    """Mask and refined values of a few store rows (in the order given); of frame `frame` in a series."""
     order = np.argsort(index)
     back = np.argsort(order)
     rows = index[order]
     out = {"mask": store.array("mask").get_orthogonal_selection((rows, slice(None)))[back]}
     for name in ("n_atoms", *store.refined):
-        out[name] = store.array(name).get_coordinate_selection(rows)[back]
+        arr = store.array(name)
+        if arr.ndim == 2:  # a series' (candidate, frame) array
+            out[name] = arr.get_orthogonal_selection((rows, frame))[back]
+        else:
+            out[name] = arr.get_coordinate_selection(rows)[back]
     return out
 
 
@@ -194,12 +198,13 @@ def _write_motif_xyz(path: Path, model: StartingModel, keep: np.ndarray, info: d
 
 def write_candidates(out: Path, model: StartingModel, data: PDFData | None, contributions: Contributions,
                      train_result: TrainResult, store: CampaignStore, engine: Engine | None,
-                     files: dict[str, Path]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+                     files: dict[str, Path], frame: int | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The motif (permuted atoms with a negative contribution, plus ligands) and the store's
-    lowest-R_wp candidates, refined together: best_candidates.csv rows, XYZ files, model curves."""
+    lowest-R_wp candidates, refined together: best_candidates.csv rows, XYZ files, model curves.
+    A series: the stored values of frame `frame` (the one `data` holds)."""
     best_index = train_result.best_candidates["index"]
     refined = store.refined
-    stored = _read_rows(store, best_index)
+    stored = _read_rows(store, best_index, frame)
     masks = np.vstack([(contributions.contribution < 0)[None, :], stored["mask"]])
     refit = refine_motifs(model, masks, engine, {k: np.concatenate([[np.nan], stored[k]]) for k in refined},
                           refined)
@@ -400,14 +405,16 @@ def plot_shape_features(path: Path, shapes: ShapeReport) -> Path:
 def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | None, campaign: Campaign | None,
                   contributions: Contributions, train_result: TrainResult, store: CampaignStore | str, *,
                   engine: Engine | None = None, run: dict[str, Any] | None = None,
-                  shapes: ShapeReport | None = None, stability: dict[str, Any] | None = None) -> dict[str, Path]:
+                  shapes: ShapeReport | None = None, stability: dict[str, Any] | None = None,
+                  frame: int | None = None) -> dict[str, Path]:
     """Write every step-4 file into output_dir; returns {name: path}.
 
     `stability`: an adaptive campaign's round ledger (rows of stability.report, the rule, why it
     stopped, which rows were explained): plotted and added to summary.json.
 
     The motif and the store's lowest-R_wp candidates are refined again with `engine`, or with one
-    made from `data` and `campaign.fit`; with neither, they keep their stored values.
+    made from `data` and `campaign.fit`; with neither, they keep their stored values. A series:
+    `frame` is the frame `data`, `contributions` and `train_result` belong to.
     """
     t0 = time.perf_counter()
     store = CampaignStore.readonly(store)
@@ -435,7 +442,8 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
     files["model"] = out / "xgboost_model.ubj"
     train_result.booster.save_model(files["model"])
 
-    candidates, curves = write_candidates(out, model, data, contributions, train_result, store, engine, files)
+    candidates, curves = write_candidates(out, model, data, contributions, train_result, store, engine, files,
+                                          frame)
     if curves:
         files["fits"] = out / "fits.csv"
         pd.DataFrame({"r": data.r, "gobs": data.g, **{f"gcalc_{k}": v for k, v in curves.items()}}).to_csv(

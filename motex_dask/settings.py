@@ -54,6 +54,11 @@ def range_problem(name: str, value: float) -> str | None:
     return None
 
 
+#: How the frames of a series (`data:` a list or a glob) are ordered: by a natural sort of their
+#: file names (frame2 before frame10), or as the list gives them.
+FRAME_ORDERS = ("natural", "listed")
+
+
 class SettingError(Exception):
     """A bad value in one field; the loader adds the file name and the section path."""
 
@@ -304,6 +309,10 @@ class Campaign:
     learn: LearnSettings = LearnSettings()
     store: str = ""
     cluster: str = "local"
+    frame_order: str = "natural"
+    frames_per_task: int = 10
+    # a series: every frame's file in order (`data:` a list or a glob; data is then frames[0])
+    frames: tuple[Path, ...] = field(default=(), metadata={"internal": True})
     path: Path | None = field(default=None, metadata={"internal": True})
 
     def __post_init__(self) -> None:
@@ -315,6 +324,18 @@ class Campaign:
         _require(len(set(self.permute)) == len(self.permute), "permute",
                  f"lists an element twice ({list(self.permute)})")
         _require(self.threshold > 0, "threshold", f"must be a distance > 0 Å (got {self.threshold})")
+        _require(self.frame_order in FRAME_ORDERS, "frame_order",
+                 f"must be one of {', '.join(FRAME_ORDERS)} (got {self.frame_order!r})")
+        _require(self.frames_per_task >= 1, "frames_per_task", f"must be >= 1 (got {self.frames_per_task})")
+        _require(not self.frames or self.fit.engine == "batched", "fit.engine",
+                 f"{self.fit.engine!r} fits one PDF; fit a series of frames with engine: batched")
+        _require(not self.frames or self.catalogue.strategy != "adaptive", "catalogue.strategy",
+                 "adaptive rounds follow one PDF's ranking; give a series another strategy (e.g. uniform-size)")
+
+    @property
+    def is_series(self) -> bool:
+        """True when `data:` names a series of frames (a list or a glob), even of one frame."""
+        return bool(self.frames)
 
     @property
     def store_path(self) -> str:
@@ -325,6 +346,12 @@ class Campaign:
         """Plain JSON-able settings (for store attributes and reports)."""
         out = to_plain(self)
         out.pop("path", None)
+        out.pop("frames")
+        if self.frames:  # the resolved frames, in order: a stored campaign reads back the same series
+            out["data"] = [str(p) for p in self.frames]
+        else:  # one PDF: the series keys do not apply (and its settings stay as they were)
+            out.pop("frame_order")
+            out.pop("frames_per_task")
         out["store"] = self.store_path
         return out
 
@@ -337,8 +364,9 @@ class Campaign:
                 d["catalogue"]["adaptive"].pop(key)
         else:  # stores of other strategies keep the fingerprint they had before adaptive existed
             d["catalogue"].pop("adaptive")
-        for key in ("structure", "data", "output", "store", "cluster", "learn"):
-            d.pop(key)
+        # a series: the frames' order and content are each frame's own fingerprint in the store
+        for key in ("structure", "data", "output", "store", "cluster", "learn", "frame_order"):
+            d.pop(key, None)
         return d
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from motex_dask.campaign import prepare
+from motex_dask.campaign import fit_problem, prepare
 from motex_dask.campaign_file import load_campaign
-from motex_dask.graph import FitProblem, run_fits
+from motex_dask.graph import run_fits
 from motex_dask.pdf import pdf_from_atoms, write_gr
 from motex_dask.store import TIMING_ARRAYS, CampaignStore
 
@@ -63,13 +63,39 @@ def write_campaign(folder: Path, size: int = 1200, chunk_size: int = 150, name: 
     return path
 
 
+def write_frames(folder: Path, n_frames: int, first: int = 1) -> list[Path]:
+    """Frames first..first+n_frames-1 of a tiny series: the C60 patch shrinking one atom a frame,
+    expanding a little; frame_<k>.gr (natural order differs from the names' text order past 9)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atoms = ase.build.molecule("C60")[:24]
+    paths = []
+    for k in range(first, first + n_frames):
+        n = max(24 - (k - 1), 8)
+        r, g = pdf_from_atoms(atoms.get_chemical_symbols()[:n], atoms.get_positions()[:n],
+                              **{**PDF_SETTINGS, "zoom": 1.0 + 0.001 * k})
+        paths.append(folder / f"frame_{k}.gr")
+        write_gr(paths[-1], r, g, {"frame": k})
+    return paths
+
+
+def write_series_campaign(folder: Path, n_frames: int, size: int = 600, chunk_size: int = 100,
+                          frames_per_task: int = 4, **sections: dict[str, Any]) -> Path:
+    """A series campaign over frames/frame_*.gr (a glob) with n_frames tiny frames."""
+    path = write_campaign(folder, size=size, chunk_size=chunk_size, **sections)
+    write_frames(folder / "frames", n_frames)
+    doc = yaml.safe_load(path.read_text())
+    doc.update(data="frames/frame_*.gr", frames_per_task=frames_per_task)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 def run_fit_stage(campaign_path: Path, client, progress: bool = False) -> dict[str, Any]:
     """Open (create/resume/extend) the campaign's store and run the fit stage on `client`."""
     inputs = prepare(load_campaign(campaign_path))
     campaign = inputs.campaign
-    with CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data) as store:
-        problem = FitProblem(inputs.model, inputs.data, campaign.fit, campaign.catalogue, store.fingerprint)
-        return run_fits(client, store, problem, progress=progress)
+    with CampaignStore.open_for_run(campaign.store_path, campaign, inputs.model, inputs.data,
+                                    inputs.frames) as store:
+        return run_fits(client, store, fit_problem(inputs, store.fingerprint), progress=progress)
 
 
 def store_arrays(url: str) -> dict[str, np.ndarray]:

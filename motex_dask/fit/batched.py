@@ -762,8 +762,9 @@ class BatchedEngine:
         grids = [self.inst.grid_for_steps(int(a), int(b)) for a, b in zip(klo, khi)]
         return grids, klo * self.inst.rstep, khi * self.inst.rstep
 
-    def fit(self, keep: np.ndarray, start: np.ndarray | None = None) -> FitResult:
-        """Refine every row of `keep` (n, n_atoms) bool against every frame.
+    def fit(self, keep: np.ndarray, start: np.ndarray | None = None, frames=None) -> FitResult:
+        """Refine every row of `keep` (n, n_atoms) bool against every frame (or the frame indices
+        `frames`, fitted in that order: one task's block of a series).
 
         The result's arrays are (n,) for one PDF and (n, n_frames) for a series; frame f > 0 of a
         candidate starts from its refined values in frame f - 1 (sequential refinement: neighbouring
@@ -775,7 +776,8 @@ class BatchedEngine:
             raise ValueError(f"keep must be (n, {self.pairs.species.size}) bool, got {keep.shape}")
         rc = self.recipe
         n = keep.shape[0]
-        result = FitResult.pending(n, rc.columns, self.frames.shape[0] if self.series else None)
+        order = list(range(self.frames.shape[0]) if frames is None else frames)
+        result = FitResult.pending(n, rc.columns, len(order) if self.series else None)
         params0 = np.tile(rc.start, (n, 1))
         if start is not None:
             start = np.asarray(start, dtype=float).reshape(n, len(rc.columns))
@@ -786,7 +788,7 @@ class BatchedEngine:
         # each would oversubscribe the cores (20x slower measured with 2 shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
             for lo in range(0, n, BATCH):
-                self._fit_batch(keep[lo:lo + BATCH], result, lo, params0[lo:lo + BATCH])
+                self._fit_batch(keep[lo:lo + BATCH], result, lo, params0[lo:lo + BATCH], order)
         return result
 
     def _eval_args(self, grid: QGrid, gd: _GridData, prefs: np.ndarray, tables, lists):
@@ -808,13 +810,14 @@ class BatchedEngine:
                   np.empty((13, PAIR_BLOCK)), np.empty((6, na)))
         return kd, ed
 
-    def _fit_batch(self, keep: np.ndarray, result: FitResult, offset: int, params0: np.ndarray) -> None:
+    def _fit_batch(self, keep: np.ndarray, result: FitResult, offset: int, params0: np.ndarray,
+                   order: list[int]) -> None:
         rc = self.recipe
         nc = keep.shape[0]
         counts = keep.astype(float) @ np.eye(len(self.pairs.elements))[self.pairs.species]
         lo, hi = np.tile(rc.lo, (nc, 1)), np.tile(rc.hi, (nc, 1))
         params0 = params0.copy()
-        for f in range(self.frames.shape[0]):
+        for k, f in enumerate(order):
             npairs, best, best_scale, best_params = self._rounds(keep, counts, params0, lo, hi, f)
             found = best_params.copy()
             for side in (-1, 1) if self.mode == EXACT else ():  # walk the objective's pieces (_neighbour_starts)
@@ -838,7 +841,7 @@ class BatchedEngine:
                     at = at.copy()
                     at[walking] = start
             for c in range(nc):
-                row = (offset + c, f) if self.series else offset + c
+                row = (offset + c, k) if self.series else offset + c
                 if npairs[c] == 0:
                     result.mark(row, Status.EMPTY)
                 elif np.isfinite(best[c]):
@@ -846,8 +849,10 @@ class BatchedEngine:
                                    rc.values(best_params[c]))
                 else:
                     result.mark(row, Status.NONFINITE)
-            ok = np.isfinite(best)
-            params0[ok] = best_params[ok]  # the next frame starts where this one ended
+            # the next frame starts where this one ended; rows that failed here at the settings'
+            # start, as a series continued from the stored (NaN) values of this frame does
+            ok = np.isfinite(best) & (npairs > 0)
+            params0 = np.where(ok[:, None], best_params, rc.start[None, :])
 
     def _neighbour_starts(self, params: np.ndarray, present: np.ndarray, side: int):
         """Starts and bounds that confine a refinement to the next piece of the objective.

@@ -86,6 +86,8 @@ ARRAY_NAMES = (*ROW_ARRAYS, *CHUNK_ARRAYS, HOST, SNAPSHOT, "atom_index")
 #: Arrays that record how a run went (times, hosts), not results: they differ between two runs
 #: of the same campaign.
 TIMING_ARRAYS = ("chunk_seconds", "chunk_end", HOST)
+#: Frames of each (chunk, frame block) done, written last by its task: dims (chunk, frame_block).
+FRAME_LEDGER = "frame_done"
 
 
 def fit_columns(campaign: Campaign, model: StartingModel) -> tuple[str, ...]:
@@ -110,6 +112,12 @@ def row_arrays(columns: tuple[str, ...]) -> dict[str, tuple[str, Any]]:
         elif name not in DEFAULT_FIT_COLUMNS:
             out[name] = spec
     return out
+
+
+def frame_arrays(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """A series store (`data:` several frames) holds these per (candidate, frame): dims (candidate,
+    frame), one Zarr chunk per fit task's (chunk_size x frames_per_task) block."""
+    return (*refined_names(columns), "status")
 
 
 def is_fit_column(name: str) -> bool:
@@ -151,14 +159,24 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def fingerprint_parts(campaign: Campaign, model: StartingModel, data: PDFData) -> dict[str, str]:
-    """Hashes of everything that changes fit results: starting model, data, settings, version."""
-    positions = np.ascontiguousarray(model.positions, dtype="<f8")
+def frame_fingerprint(data: PDFData) -> str:
+    """Hash of one PDF's r, G and dG on the fit range."""
     arrays = [np.ascontiguousarray(a, dtype="<f8") for a in (data.r, data.g)]
     dg = b"" if data.dg is None else np.ascontiguousarray(data.dg, dtype="<f8").tobytes()
+    return sha256(*(a.tobytes() for a in arrays), dg)
+
+
+def fingerprint_parts(campaign: Campaign, model: StartingModel, data: PDFData) -> dict[str, str]:
+    """Hashes of everything that changes fit results: starting model, data, settings, version.
+
+    A series hashes only its r grid here: each frame has its own fingerprint (attrs "frames"),
+    so frames can be added to a store without changing the store's fingerprint.
+    """
+    positions = np.ascontiguousarray(model.positions, dtype="<f8")
+    grid = np.ascontiguousarray(data.r, dtype="<f8").tobytes()
     return {
         "model": sha256(canonical_json([str(s) for s in model.symbols]), positions.tobytes()),
-        "data": sha256(*(a.tobytes() for a in arrays), dg),
+        "data": sha256(b"series r grid", grid) if campaign.is_series else frame_fingerprint(data),
         "settings": sha256(canonical_json(campaign.result_settings())),
         "version": sha256(__version__.encode()),
     }
@@ -203,13 +221,19 @@ def shape_columns(drawn: Candidates) -> dict[str, np.ndarray]:
 
 
 def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int,
-                columns: tuple[str, ...] = DEFAULT_FIT_COLUMNS) -> None:
-    """Refuse a chunk that breaks the layout's rules (a programming error, not user input)."""
-    missing = set(row_arrays(columns)) - set(arrays)
+                columns: tuple[str, ...] = DEFAULT_FIT_COLUMNS, n_frames: int | None = None,
+                names=None) -> None:
+    """Refuse a chunk that breaks the layout's rules (a programming error, not user input).
+
+    A series task's block: `n_frames` frames (its frame arrays are (n, n_frames)), and `names` the
+    arrays it writes (default: every per-candidate array).
+    """
+    missing = set(row_arrays(columns) if names is None else names) - set(arrays)
     if missing:
         raise ValueError(f"chunk {c}: missing arrays {sorted(missing)}")
+    per_frame = frame_arrays(columns) if n_frames else ()
     for name, arr in arrays.items():
-        want = (n, n_perm) if name == "mask" else (n,)
+        want = (n, n_perm) if name == "mask" else (n, n_frames) if name in per_frame else (n,)
         if np.shape(arr) != want:
             raise ValueError(f"chunk {c}: {name} has shape {np.shape(arr)}, expected {want}")
     status = np.asarray(arrays["status"])
@@ -225,6 +249,8 @@ def check_chunk(c: int, arrays: dict[str, np.ndarray], n: int, n_perm: int,
     for name, value in EMPTY_VALUES.items():
         if not np.all(np.asarray(arrays[name])[empty] == value):
             raise ValueError(f"chunk {c}: EMPTY rows must have {name} = {value}")
+    if "shape_kind" not in arrays:  # a series task's later frames: no per-candidate arrays
+        return
     kind = np.asarray(arrays["shape_kind"])
     if not np.all(np.isin(kind, list(SHAPE_NAMES))):
         raise ValueError(f"chunk {c}: shape_kind must be one of {sorted(SHAPE_NAMES)}")

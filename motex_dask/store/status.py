@@ -24,8 +24,10 @@ def status_report(store: CampaignStore | str) -> dict[str, Any]:
     for c in np.flatnonzero(done):
         start = c * store.chunk_size
         row_done[start:start + done[c]] = True
+    # a series: the candidate counts below are those of its first frame; "frames" adds the rest
     status = _read_rows(store, "status", done)
     rwp = _read_rows(store, "rwp", done)
+    at = (0,) if store.n_frames is not None else ()
     counts = {s.name.lower(): int(np.sum(status[row_done] == s)) for s in Status if s != Status.PENDING}
     ok = row_done & (status == Status.OK)
     best = int(np.argmin(np.where(ok, rwp, np.inf))) if ok.any() else None
@@ -61,7 +63,7 @@ def status_report(store: CampaignStore | str) -> dict[str, Any]:
         "failed": int(sum(v for k, v in counts.items() if k not in ("ok", "duplicate"))),
         "duplicates": counts["duplicate"],
         "best": None if best is None else {"row": best, "rwp": float(rwp[best]),
-                                           **{k: float(store.array(k)[best]) for k in store.refined[1:]}},
+                                           **{k: float(store.array(k)[(best, *at)]) for k in store.refined[1:]}},
         "running": {"host": holder["host"], "pid": holder["pid"], "started": holder["started"],
                     "heartbeat_age_s": time.time() - holder["heartbeat"]} if running else None,
         "rate_rows_per_s": rate,
@@ -69,6 +71,7 @@ def status_report(store: CampaignStore | str) -> dict[str, Any]:
         "work_left_s": None if row_seconds is None else n_left * row_seconds,
         "seconds_per_row": row_seconds,
         "hosts": _hosts(store, done),
+        **({} if store.n_frames is None else {"frames": _frames_report(store)}),
     }
 
 
@@ -78,17 +81,27 @@ def _hosts(store: CampaignStore, done: np.ndarray) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda hk: (-hk[1], hk[0])))
 
 
+def _frames_report(store: CampaignStore) -> dict[str, Any]:
+    """A series: frames whose every candidate is fitted, and (candidate, frame) fits done."""
+    fitted = store.frames_fitted()  # (chunk, frame)
+    rows = store.chunk_rows()
+    return {"done": int(fitted.all(axis=0).sum()), "total": store.n_frames,
+            "fits_done": int((fitted * rows[:, None]).sum()), "fits_total": store.size * store.n_frames,
+            "names": store.frame_names}
+
+
 def _read_rows(store: CampaignStore, name: str, done: np.ndarray) -> np.ndarray:
     """A per-candidate array; chunks that are not done (maybe being written right now) are skipped."""
     arr = store.array(name)
+    column = (0,) if arr.ndim == 2 else ()  # a series' (candidate, frame) array: its first frame
     out = np.full(store.size, store.row_arrays[name][1], dtype=arr.dtype)
     n = min(store.size, arr.shape[0])  # shorter while an extension is half done
     try:
-        out[:n] = arr[:n]
+        out[:n] = arr[(slice(0, n), *column)]
     except Exception:  # a chunk torn or half-written by a running task: read the done ones only
         for c in np.flatnonzero(done):
             start, stop = store.bounds(c)
-            out[start:stop] = arr[start:stop]
+            out[start:stop] = arr[(slice(start, stop), *column)]
     return out
 
 
@@ -108,6 +121,10 @@ def format_status(report: dict[str, Any]) -> str:
         f"chunks     {r['chunks_done']} / {r['chunks_total']} done (chunk size {r['chunk_size']})",
         f"fits       {r['fits_done']} / {r['fits_total']} candidates ({pct:.1f} %)",
     ]
+    if "frames" in r:
+        fr = r["frames"]
+        lines.append(f"frames     {fr['done']} / {fr['total']} done ({fr['fits_done']} / {fr['fits_total']} "
+                     "candidate-frame fits; the lines below count the first frame)")
     by = r["by_status"]
     failures = ", ".join(f"{k} {v}" for k, v in by.items() if k not in ("ok", "duplicate") and v)
     lines.append(f"results    ok {by['ok']}, duplicates {r['duplicates']}, failed {r['failed']}"
@@ -128,6 +145,7 @@ def format_status(report: dict[str, Any]) -> str:
     if r["fits_done"] < r["fits_total"] and r["work_left_s"] is not None:
         lines.append(f"work left  {_duration(r['work_left_s'])} on one worker thread "
                      f"({1000 * r['seconds_per_row']:.2f} ms per candidate)")
-    if r["fits_done"] == r["fits_total"]:
-        lines.append("complete   every candidate is done")
+    frames = r.get("frames", {})
+    if r["fits_done"] == r["fits_total"] and frames.get("done") == frames.get("total"):
+        lines.append("complete   every candidate is done" + (" in every frame" if frames else ""))
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from .layout import (
     ATTR,
     CHUNK_ARRAYS,
     FORMAT,
+    FRAME_LEDGER,
     LOCK_KEY,
     DEFAULT_FIT_COLUMNS,
     SNAPSHOT,
@@ -42,6 +43,8 @@ from .layout import (
     describe_changes,
     fingerprint_parts,
     fit_columns,
+    frame_arrays,
+    frame_fingerprint,
     is_fit_column,
     open_zarr_store,
     refined_names,
@@ -69,6 +72,10 @@ class _Meta:
     @property
     def n_perm(self) -> int:
         return int(self.attrs["n_perm"])
+
+    @property
+    def n_frames(self) -> int | None:
+        return len(self.attrs["frames"]) if "frames" in self.attrs else None
 
 
 class CampaignStore:
@@ -135,6 +142,67 @@ class CampaignStore:
     def attrs(self) -> dict[str, Any]:
         return self._meta.attrs
 
+    # -- a series of frames (attrs "frames"; a one-PDF store has none) ------------------------------
+    @property
+    def n_frames(self) -> int | None:
+        """Frames of a series store; None for a one-PDF store."""
+        return self._meta.n_frames
+
+    @property
+    def frame_names(self) -> list[str]:
+        """The frames' file names, in order (empty for a one-PDF store)."""
+        return [f["name"] for f in self.attrs.get("frames", [])]
+
+    @property
+    def frame_arrays(self) -> tuple[str, ...]:
+        """The arrays a series store holds per (candidate, frame)."""
+        return frame_arrays(self.fit_columns)
+
+    @property
+    def frames_per_task(self) -> int:
+        return int(self.attrs.get("frames_per_task", 1))
+
+    @property
+    def n_blocks(self) -> int:
+        """Frame blocks: each fit task owns one (chunk, block) of the (candidate, frame) arrays."""
+        return -(-(self.n_frames or 1) // self.frames_per_task)
+
+    def block_frames(self, b: int) -> tuple[int, int]:
+        """Frames [lo, hi) of frame block b."""
+        lo = b * self.frames_per_task
+        return lo, min(lo + self.frames_per_task, self.n_frames or 1)
+
+    def frame_done(self) -> np.ndarray:
+        """(n_chunks, n_blocks): frames of each block done (from its start) per chunk; a missing,
+        torn or impossible ledger entry counts as 0."""
+        arr = self.array(FRAME_LEDGER)
+        shape = (self.n_chunks, self.n_blocks)
+        try:
+            done = np.asarray(arr[: shape[0], : shape[1]], dtype=np.int64)
+        except Exception:  # a torn entry (a non-atomic store killed mid-write): entry by entry
+            done = np.zeros(shape, dtype=np.int64)
+            for c, b in np.ndindex(*shape):
+                try:
+                    done[c, b] = arr[c, b]
+                except Exception:
+                    log.warning("%s: frame ledger entry (%d, %d) is unreadable; it counts as not done",
+                                self.url, c, b)
+        done = np.pad(done, ((0, shape[0] - done.shape[0]), (0, shape[1] - done.shape[1])))
+        width = np.array([hi - lo for lo, hi in map(self.block_frames, range(shape[1]))])
+        return np.where((done >= 0) & (done <= width[None, :]), done, 0)
+
+    def incomplete_blocks(self) -> list[tuple[int, int, int]]:
+        """(chunk, block, first frame to fit) of every task of a series with frames left to fit."""
+        done = self.frame_done()
+        return [(c, b, self.block_frames(b)[0] + int(done[c, b])) for c, b in np.ndindex(*done.shape)
+                if self.block_frames(b)[0] + done[c, b] < self.block_frames(b)[1]]
+
+    def frames_fitted(self) -> np.ndarray:
+        """(n_chunks, n_frames) bool: which frames each chunk has fitted."""
+        done = self.frame_done()
+        frame = np.arange(self.n_frames or 0)
+        return done[:, frame // self.frames_per_task] > (frame % self.frames_per_task)[None, :]
+
     def lock_holder(self) -> dict[str, Any] | None:
         """The run holding the store's lock now ({} for a torn lock, None when unlocked)."""
         return RunLock.read(self._store)
@@ -146,10 +214,12 @@ class CampaignStore:
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def open_for_run(cls, url: str, campaign: Campaign, model: StartingModel, data: PDFData) -> "CampaignStore":
+    def open_for_run(cls, url: str, campaign: Campaign, model: StartingModel, data: PDFData,
+                     frames: tuple[PDFData, ...] = ()) -> "CampaignStore":
         """Create the store, or open it, check its fingerprint and extend it; holds the lock.
 
-        Refusals (foreign store, other campaign, smaller catalogue, store busy) raise InputError and
+        `frames`: every frame of a series (data is the first). Refusals (foreign store, other
+        campaign, smaller catalogue, a changed or removed frame, store busy) raise InputError and
         leave the store untouched.
         """
         url = str(url)
@@ -159,8 +229,8 @@ class CampaignStore:
         lock.acquire()
         try:
             attrs = _inspect(store, url)  # again, now that no other run can change it
-            meta = (_create(store, url, campaign, model, data) if attrs is None
-                    else _update(store, url, attrs, campaign, model, data))
+            meta = (_create(store, url, campaign, model, data, frames) if attrs is None
+                    else _update(store, url, attrs, campaign, model, data, frames))
             if lock.took_over:
                 _remove_partial_files(url)
         except BaseException:
@@ -354,8 +424,36 @@ class CampaignStore:
 
         sync(write())
 
+    def write_block(self, c: int, b: int, lo: int, arrays: dict[str, np.ndarray], seconds: float) -> None:
+        """A series task's writes: frames [lo, lo + k) of chunk c (the frame arrays, each (n, k)),
+        plus the per-candidate arrays when it fits the chunk's first frames; its ledger entries last.
 
-_attached: dict[tuple[str, str, int], CampaignStore] = {}
+        Its region of each frame array lies in one Zarr chunk (block b) that no other task writes;
+        frames before lo in that chunk (fitted by an earlier run) are read and written back unchanged.
+        """
+        start, stop = self.bounds(c)
+        n = stop - start
+        k = np.shape(arrays["rwp"])[1]
+        per_frame = self.frame_arrays
+        rows = tuple(self.row_arrays) if lo == 0 else per_frame
+        check_chunk(c, arrays, n, self.n_perm, self.fit_columns, n_frames=k, names=rows)
+        target = {name: self.array(name).async_array for name in (*rows, *CHUNK_ARRAYS, FRAME_LEDGER)}
+        region = {name: (slice(start, stop), slice(lo, lo + k)) if name in per_frame else slice(start, stop)
+                  for name in rows}
+
+        async def write() -> None:  # concurrent writes within each step, the steps in order
+            await asyncio.gather(*(target[name].setitem(region[name], arrays[name]) for name in rows))
+            if lo == 0:  # the chunk's candidates are written: what `done_rows` counts
+                await asyncio.gather(target["chunk_seconds"].setitem(c, seconds),
+                                     target["chunk_end"].setitem(c, time.time()))
+                await target["chunk_done"].setitem(c, n)
+            # the commit point: now these frames count as done
+            await target[FRAME_LEDGER].setitem((c, b), lo + k - self.block_frames(b)[0])
+
+        sync(write())
+
+
+_attached: dict[tuple[str, str, int, int | None], CampaignStore] = {}
 
 
 def _host_bytes() -> np.ndarray:
@@ -367,7 +465,7 @@ def _host_bytes() -> np.ndarray:
 
 def _attach(meta: _Meta) -> CampaignStore:
     """A worker-side copy of a store: writes chunks, holds no lock (cached per process)."""
-    key = (meta.url, meta.attrs["fingerprint"], meta.size)
+    key = (meta.url, meta.attrs["fingerprint"], meta.size, meta.n_frames)
     store = _attached.get(key)
     if store is None:
         store = _attached[key] = CampaignStore(meta, open_zarr_store(meta.url, read_only=False))
@@ -407,13 +505,30 @@ def _inspect(store: zarr.abc.store.Store, url: str) -> dict[str, Any] | None:
     attrs = group.attrs.get(ATTR)
     if isinstance(attrs, dict) and "fingerprint" in attrs:
         return attrs
-    if len(group.attrs) or {n for n in names if not is_fit_column(n)} - {"zarr.json", *ARRAY_NAMES}:
+    if len(group.attrs) or {n for n in names if not is_fit_column(n)} - {"zarr.json", *ARRAY_NAMES, FRAME_LEDGER}:
         raise foreign
     return None
 
 
+def _grown_frames(url: str, stored: list[dict[str, str]], frames: tuple[PDFData, ...]) -> list[dict[str, str]]:
+    """The store's frame list after this run: the stored frames unchanged, new ones after them."""
+    now = [{"name": Path(f.path).name, "sha256": frame_fingerprint(f)} for f in frames]
+    for i, old in enumerate(stored):
+        if i >= len(now):
+            raise InputError(f"{url}: frame {old['name']} is in the store but no longer in the campaign's data; "
+                             "a series may only grow: restore that file, or give a new store path")
+        if now[i]["name"] != old["name"]:
+            raise InputError(f"{url}: frame {i + 1} of the store is {old['name']} but the campaign now has "
+                             f"{now[i]['name']} there (renamed, removed, or a new frame sorted before it); "
+                             "new frames must come after the fitted ones: rename them, or give a new store path")
+        if now[i]["sha256"] != old["sha256"]:
+            raise InputError(f"{url}: frame {old['name']} changed since it was fitted (its r or G values "
+                             "differ); restore it, or give a new store path")
+    return now
+
+
 def _update(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], campaign: Campaign,
-            model: StartingModel, data: PDFData) -> _Meta:
+            model: StartingModel, data: PDFData, frames: tuple[PDFData, ...] = ()) -> _Meta:
     """Under the lock: check an existing store against the campaign and extend it, or refuse
     without changing anything."""
     if int(attrs.get("format", 0)) > FORMAT:
@@ -425,6 +540,12 @@ def _update(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], campai
         raise InputError(f"{url}: the store holds another campaign: changed since it was written: "
                          f"{'; '.join(changes)}. Restore the original inputs to resume it, or give a new "
                          "store path (store: in the campaign file)")
+    grown = {}
+    if campaign.is_series:
+        grown["frames"] = _grown_frames(url, attrs["frames"], frames)
+        if len(grown["frames"]) > len(attrs["frames"]):
+            log.info("%s: %d new frames after the %d fitted ones", url,
+                     len(grown["frames"]) - len(attrs["frames"]), len(attrs["frames"]))
     size = catalogue_size(campaign.catalogue, model.n_perm)
     old_size = int(attrs["size"])
     if campaign.catalogue.strategy == "adaptive":  # grown round by round (`extend`), never shrunk
@@ -434,7 +555,7 @@ def _update(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], campai
                          f"{old_size}; set catalogue.size to at least {old_size} or give a new store path")
     if size > old_size:
         log.info("%s: extending the catalogue from %d to %d candidates", url, old_size, size)
-    return _grow(store, url, {**attrs, "settings": _settings(campaign)}, size)
+    return _grow(store, url, {**attrs, "settings": _settings(campaign), **grown}, size)
 
 
 def _grow(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], size: int) -> _Meta:
@@ -444,7 +565,7 @@ def _grow(store: zarr.abc.store.Store, url: str, attrs: dict[str, Any], size: in
     group = zarr.open_group(store=store, mode="r+")
     group.attrs[ATTR] = attrs
     _resize_arrays(group, size, int(attrs["chunk_size"]), attrs.get("fit_columns", DEFAULT_FIT_COLUMNS),
-                   int(attrs["n_perm"]))
+                   int(attrs["n_perm"]), len(attrs.get("frames", ())), int(attrs.get("frames_per_task", 1)))
     return _Meta(url, attrs)
 
 
@@ -453,7 +574,7 @@ def _settings(campaign: Campaign) -> dict[str, Any]:
 
 
 def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: StartingModel,
-            data: PDFData) -> _Meta:
+            data: PDFData, frames: tuple[PDFData, ...] = ()) -> _Meta:
     """A new store: arrays first, the motex_dask attributes (what makes it a store) last."""
     parts = fingerprint_parts(campaign, model, data)
     size = catalogue_size(campaign.catalogue, model.n_perm)
@@ -461,8 +582,16 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     nc = n_chunks(size, cs)
     group = zarr.open_group(store=store, mode="a")
     columns = fit_columns(campaign, model)
+    nf, fb = len(frames), campaign.frames_per_task
+    per_frame = frame_arrays(columns) if campaign.is_series else ()
     for name, spec in row_arrays(columns).items():
-        _create_row_array(group, name, spec, size, cs, model.n_perm)
+        _create_row_array(group, name, spec, size, cs, model.n_perm, (nf, fb) if name in per_frame else None)
+    series: dict[str, Any] = {}
+    if campaign.is_series:
+        group.create_array(FRAME_LEDGER, shape=(nc, -(-nf // fb)), chunks=(1, 1), dtype="int32", fill_value=0,
+                           compressors=[Crc32cCodec()], dimension_names=("chunk", "frame_block"), overwrite=True)
+        series = {"frames": [{"name": Path(f.path).name, "sha256": frame_fingerprint(f)} for f in frames],
+                  "frames_per_task": fb}
     for name, (dtype, fill) in CHUNK_ARRAYS.items():
         group.create_array(name, shape=(nc,), chunks=(1,), dtype=dtype, fill_value=fill,
                            compressors=[Crc32cCodec()], dimension_names=("chunk",), overwrite=True)
@@ -488,6 +617,7 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
         "status_codes": {s.name: int(s) for s in Status},
         "fit_columns": list(columns),
         "created": time.time(),
+        **series,
     }
     group.attrs[ATTR] = attrs
     log.info("%s: new store, %d candidates in %d chunks of %d", url, size, nc, cs)
@@ -495,27 +625,39 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
 
 
 def _create_row_array(group: zarr.Group, name: str, spec: tuple[str, Any], size: int, chunk_size: int,
-                      n_perm: int) -> None:
+                      n_perm: int, frames: tuple[int, int] | None = None) -> None:
+    """One per-candidate array; `frames` (n_frames, frames_per_task): a series' (candidate, frame) array."""
     dtype, fill = spec
-    two_d = name == "mask"
-    group.create_array(name, shape=(size, n_perm) if two_d else (size,),
-                       chunks=(chunk_size, n_perm) if two_d else (chunk_size,), dtype=dtype, fill_value=fill,
-                       dimension_names=("candidate", "atom") if two_d else ("candidate",), overwrite=True)
+    if frames is not None:
+        shape, chunks, dims = (size, frames[0]), (chunk_size, frames[1]), ("candidate", "frame")
+    elif name == "mask":
+        shape, chunks, dims = (size, n_perm), (chunk_size, n_perm), ("candidate", "atom")
+    else:
+        shape, chunks, dims = (size,), (chunk_size,), ("candidate",)
+    group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, dimension_names=dims,
+                       overwrite=True)
 
 
-def _resize_arrays(group: zarr.Group, size: int, chunk_size: int, columns, n_perm: int) -> None:
+def _resize_arrays(group: zarr.Group, size: int, chunk_size: int, columns, n_perm: int, n_frames: int = 0,
+                   frames_per_task: int = 1) -> None:
+    """Grow every array to `size` candidates (and a series' frame arrays to `n_frames` frames)."""
     nc = n_chunks(size, chunk_size)
+    per_frame = frame_arrays(tuple(columns)) if n_frames else ()
     for name, spec in row_arrays(tuple(columns)).items():
         if name not in group:  # a store from before this array existed: its fill value is right for it
             _create_row_array(group, name, spec, size, chunk_size, n_perm)
         arr = group[name]
-        shape = (size, *arr.shape[1:])
+        shape = (size, n_frames) if name in per_frame else (size, *arr.shape[1:])
         if arr.shape != shape:
             arr.resize(shape)
     for name in (*CHUNK_ARRAYS, SNAPSHOT, HOST):
         arr = group[name]
         if arr.shape[0] != nc:
             arr.resize((nc, *arr.shape[1:]))
+    if n_frames:
+        shape = (nc, -(-n_frames // frames_per_task))
+        if group[FRAME_LEDGER].shape != shape:
+            group[FRAME_LEDGER].resize(shape)
 
 
 def _remove_partial_files(url: str) -> None:
