@@ -2,7 +2,9 @@
 
 The page holds the plots (PNG files embedded as base64 data URIs), the table of atom contribution
 values, the summary numbers, the fit-stage status and the campaign settings, so it can be mailed or
-opened anywhere without the files next to it.
+opened anywhere without the files next to it. The structure view is a rotatable 3D plotly figure of
+the starting model's permuted atoms coloured by contribution (a series: one per frame, with a frame
+slider), its JavaScript inlined so that it works offline.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ CONTRIBUTIONS_CSV = "atom_contributions.csv"
 SUMMARY_JSON = "summary.json"
 BEST_CSV = "best_candidates.csv"
 REPORT_HTML = "report.html"
+FRAME_CSV = "frame_contributions.csv"
+FRAME_MOTIFS_CSV = "frame_motifs.csv"
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }
@@ -143,6 +147,8 @@ PLOT_CAPTIONS = {
     "shap_beeswarm": "SHAP values per atom over sampled candidates: how keeping each atom moves R_wp.",
     "predicted_vs_true": "XGBoost's R_wp against the fitted R_wp on the test set: how far to trust the model.",
     "learning_curve": "Training and validation error per boosting round.",
+    "frame_contributions": "A series: contribution of every permuted atom (rows) in every frame (columns).",
+    "frame_rwp": "A series: R_wp of each frame's motif, refined against that frame, and of its best stored candidate.",
 }
 
 
@@ -160,6 +166,58 @@ def _figures(folder: Path) -> str:
         parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
                      f"<figcaption>{html.escape(caption)} ({html.escape(png.name)})</figcaption></figure>")
     return "\n".join(parts)
+
+
+def structure_view(folder: Path) -> str:
+    """The 3D view: permuted atoms at their positions, coloured by contribution (blue: motif), as a
+    plotly figure with plotly.js inlined; a series gets a frame slider."""
+    import plotly.graph_objects as go
+
+    series = (folder / FRAME_CSV).is_file()
+    header, rows = _read_csv(folder / (FRAME_CSV if series else CONTRIBUTIONS_CSV))
+    col = {name: header.index(name) for name in ("index", "element", "x", "y", "z", "contribution")}
+    frames: dict[str, list[list[str]]] = {}
+    for row in rows:
+        frames.setdefault(row[header.index("frame")] if series else "", []).append(row)
+    values = [_number(r[col["contribution"]]) for r in rows]
+    vmax = max((abs(v) for v in values if v is not None), default=1.0) or 1.0
+
+    def scatter(part: list[list[str]]) -> go.Scatter3d:
+        c = [_number(r[col["contribution"]]) for r in part]
+        return go.Scatter3d(
+            x=[float(r[col["x"]]) for r in part], y=[float(r[col["y"]]) for r in part],
+            z=[float(r[col["z"]]) for r in part], mode="markers",
+            text=[f"{r[col['element']]}{r[col['index']]}: {r[col['contribution']]}" for r in part],
+            hoverinfo="text",
+            marker={"size": 7, "color": [0.0 if v is None else v for v in c], "colorscale": "RdBu_r",
+                    "cmin": -vmax, "cmax": vmax, "line": {"width": 0.5, "color": "#333"},
+                    "colorbar": {"title": {"text": "contribution"}}})
+
+    names = list(frames)
+    fig = go.Figure(data=[scatter(frames[names[0]])],
+                    frames=[go.Frame(data=[scatter(frames[n])], name=n) for n in names] if series else None)
+    fig.update_layout(height=560, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+                      scene={"aspectmode": "data", "xaxis": {"title": {"text": "x (Å)"}},
+                             "yaxis": {"title": {"text": "y (Å)"}}, "zaxis": {"title": {"text": "z (Å)"}}},
+                      title={"text": f"frame {names[0]}" if series else "atom contributions", "x": 0.02})
+    if series:
+        steps = [{"label": n, "method": "animate",
+                  "args": [[n], {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
+                                 "transition": {"duration": 0}}]} for n in names]
+        fig.update_layout(sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "frame "}}])
+    return fig.to_html(full_html=False, include_plotlyjs=True, div_id="structure-view",
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _series_section(folder: Path) -> str:
+    """A series: the table of each frame's motif (the heatmap and R_wp plots are among the plots)."""
+    if not (folder / FRAME_MOTIFS_CSV).is_file():
+        return ""
+    header, rows = _read_csv(folder / FRAME_MOTIFS_CSV)
+    return (f"<h2>Series: the motif frame by frame</h2>\n<p class=\"note\">From {FRAME_MOTIFS_CSV}: each frame's "
+            f"motif (its atoms with a negative contribution) refined against that frame, and the lowest stored "
+            f"R<sub>wp</sub>; the heatmap and R<sub>wp</sub> plots above show the evolution, the 3D view's "
+            f"slider each frame's contributions.</p>\n{_csv_table(header, rows)}")
 
 
 def render_html(store_url: str, settings: dict[str, Any], status: dict[str, Any], folder: Path) -> str:
@@ -195,8 +253,13 @@ written {when} by motex_dask {html.escape(__version__)}.</p>
 atom minus the mean over those that remove it, in units of the predicted R<sub>wp</sub>:
 a <b>negative</b> value (blue) means keeping the atom lowers R<sub>wp</sub>, so the atom belongs to the
 motif behind the data; a positive value (red) means the fit is better without it.</p>
+<h2>Structure</h2>
+<p class="note">The permuted atoms of the starting model coloured by contribution (blue: motif); drag to
+rotate, scroll to zoom{"; the slider picks the frame" if (folder / FRAME_CSV).is_file() else ""}.</p>
+{structure_view(folder)}
 <h2>Plots</h2>
 {_figures(folder)}
+{_series_section(folder)}
 <h2>Atom contributions</h2>
 <p class="note">From {html.escape(CONTRIBUTIONS_CSV)}: {len(rows)} atoms.</p>
 {_csv_table(header, rows)}

@@ -28,6 +28,8 @@ FIELD_HELP: dict[str, str] = {
     "threshold": "Å: an atom of another element stays while a kept permuted atom is this close",
     "store": "Zarr store of the fit results: a folder or an fsspec URL (default <output>/store.zarr)",
     "cluster": "where the work runs: local, or a cluster profile name/file (see README, Cluster use)",
+    "frame_order": "a series (data: a list or a glob): natural (frame_2 before frame_10) | listed",
+    "frames_per_task": "a series: frames one fit task fits against its candidates' shared pair tables",
     "catalogue.size": "number of candidate motifs to fit (duplicates are fitted once); raise it later to extend",
     "catalogue.chunk_size": "candidates per fit task: the unit of progress, resume and parallelism",
     "catalogue.seed": "random seed: the same seed gives the same catalogue everywhere",
@@ -221,6 +223,8 @@ def write_campaign_template(structure: str | Path, data: str | Path, permute: li
     for key, value in top.items():
         lines.append(entry(key, value, top_notes.get(key, FIELD_HELP[key])))
     lines.append(f"# store: results/{structure.stem}/store.zarr".ljust(34) + f"  # {FIELD_HELP['store']}")
+    for key in ("frame_order", "frames_per_task"):  # only with data: a list or a glob of frames
+        lines.append(f"# {key}: {yaml_scalar(getattr(Campaign, key))}".ljust(34) + f"  # {FIELD_HELP[key]}")
     sections = {"catalogue": catalogue,
                 "fit": {"engine": FitSettings.engine, "calculator": FitSettings.calculator, "rmin": rmin,
                         "rmax": rmax, **fit_values, "zoom": FitSettings.zoom, "uiso": FitSettings.uiso,
