@@ -111,7 +111,7 @@ def engine_marginal(frames: list[Path], n: int = 10) -> dict:
     inp = prepare(load_campaign(ROOT / "workflows" / "c60.yaml"))
     fit = inp.campaign.fit
     data = read_frames(frames[:n], fit.rmin, fit.rmax)
-    keep = inp.model.keep_atoms(chunk_masks(inp.campaign.catalogue, inp.model.n_perm, 0))
+    keep = inp.model.keep_atoms(chunk_masks(inp.campaign.catalogue, inp.model.permuted_positions, 0))
     one = make_engine(inp.model.symbols, inp.model.positions, data[0].r, data[0].g, fit)
     many = make_engine(inp.model.symbols, inp.model.positions, data[0].r, np.array([d.g for d in data]), fit)
     one.fit(keep[:200]), many.fit(keep[:200])  # compiled and warm
