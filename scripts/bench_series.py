@@ -3,8 +3,9 @@
     python scripts/bench_series.py                   # F = 10 and 50 on a 24,000-candidate C60 catalogue
     python scripts/bench_series.py --size 8000 --frames 10 50 --json
 
-Frames: the growing-C60 series of scripts/build_series_demo.py, extended to 60 frames (the
-cluster radius grows and shrinks again, the sample heats up, 1 % noise). Each campaign runs in a
+Catalogue and settings: workflows/c60.yaml (the 130-atom C60 fragment). Frames: 60 simulated
+PDFs of the central C60 plus the neighbour atoms within a radius that rises and falls, the sample
+heating up (zoom, Uiso), 1 % noise. Each campaign runs in a
 fresh process on a fresh store (frames_per_task 10), the embedded LocalCluster with --workers
 single-threaded workers, like `motex run --fits-only`. The fit stage is run_fits' wall time (keys
 and duplicates, all fit tasks, store writes). Checked:
@@ -33,7 +34,7 @@ import yaml
 from motex_dask.pdf import pdf_from_atoms, write_gr
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "workflows" / "c60_series.yaml"
+BASE = ROOT / "workflows" / "c60.yaml"
 RUNNER = ("import json, sys\n"
           "from motex_dask.campaign import run_campaign\n"
           "s = run_campaign(sys.argv[1], fits_only=True, progress=False)\n"
@@ -64,9 +65,7 @@ def campaign(workdir: Path, tag: str, data, size: int, chunk: int, workers: int,
     c = yaml.safe_load(BASE.read_text())
     c["structure"] = str((BASE.parent / c["structure"]).resolve())
     c["data"] = data
-    if not isinstance(data, list):
-        c.pop("frames_per_task")
-    else:
+    if isinstance(data, list):
         c["frames_per_task"] = 10
     c["catalogue"].update(size=size, chunk_size=chunk)
     c["output"] = str(workdir / tag)
