@@ -28,7 +28,7 @@ from .settings import Campaign
 from .data import PDFData, read_frames, read_pdf
 from .errors import InputError, Interrupted
 from .fit.recipe import Recipe
-from .graph import FitProblem, run_fits
+from .graph import FitProblem, pending_tasks, run_fits
 from .proposal import RoundPlan
 from .store import CampaignStore
 from .store.layout import combine, fingerprint_parts
