@@ -151,7 +151,7 @@ def test_series_killed_mid_run_and_resumed_gives_the_uninterrupted_store(tmp_pat
         run.wait()
         done.append(_tasks_done(url))
     assert 0 < done[-1] < 20 * 2, done  # killed inside the fit stage, with work left
-    assert subprocess.run(command, timeout=300).returncode == 0
+    assert subprocess.run(command, timeout=900).returncode == 0  # a hang guard only (shared machine)
     assert not (Path(url) / LOCK_KEY).exists()
     assert status_report(url)["frames"]["done"] == 5
     assert_same_store(load_campaign(reference).store_path, url)
