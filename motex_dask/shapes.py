@@ -88,6 +88,8 @@ def explain_shapes(store: CampaignStore | str, settings: LearnSettings) -> Shape
     store = CampaignStore.readonly(store)
     names = ("rwp", "status", "shape_kind", "n_atoms", *CENTRE, *SEMI_AXES)
     arrays = {name: da.from_zarr(store.array(name)) for name in names}
+    if store.n_frames is not None:  # a series: the last frame's fits, as the usual output files
+        arrays.update({name: arrays[name][:, -1] for name in ("rwp", "status")})
     index = da.arange(store.size, chunks=arrays["rwp"].chunks[0], dtype=np.int64)
     ok = (arrays["status"] == int(Status.OK)) & da.isfinite(arrays["rwp"]) & (arrays["shape_kind"] != SHAPE_NONE)
     n_shape = int(ok.sum().compute())
