@@ -147,6 +147,9 @@ PLOT_CAPTIONS = {
     "shap_beeswarm": "SHAP values per atom over sampled candidates: how keeping each atom moves R_wp.",
     "predicted_vs_true": "XGBoost's R_wp against the fitted R_wp on the test set: how far to trust the model.",
     "learning_curve": "Training and validation error per boosting round.",
+}
+#: A series' plots (only a series campaign writes them).
+SERIES_CAPTIONS = {
     "frame_contributions": "A series: contribution of every permuted atom (rows) in every frame (columns).",
     "frame_rwp": "A series: R_wp of each frame's motif, refined against that frame, and of its best stored candidate.",
 }
@@ -154,7 +157,8 @@ PLOT_CAPTIONS = {
 
 def _figures(folder: Path) -> str:
     """Every PNG of the outputs folder, known plots first, as embedded images."""
-    order = list(PLOT_CAPTIONS)
+    captions = {**PLOT_CAPTIONS, **SERIES_CAPTIONS}
+    order = list(captions)
     pngs = sorted(folder.glob("*.png"), key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.name))
     if not pngs:
         return '<p class="note">No plots in the outputs folder.</p>'
@@ -162,7 +166,7 @@ def _figures(folder: Path) -> str:
     for png in pngs:
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         title = png.stem.replace("_", " ").strip().capitalize()
-        caption = PLOT_CAPTIONS.get(png.stem, title)
+        caption = captions.get(png.stem, title)
         parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
                      f"<figcaption>{html.escape(caption)} ({html.escape(png.name)})</figcaption></figure>")
     return "\n".join(parts)
