@@ -46,6 +46,20 @@ def explained(tmp_path_factory) -> Path:
     return folder
 
 
+def chromium_dom(html: str, tmp_path: Path) -> str:
+    """The DOM of `html` after headless Chromium ran its scripts (offline, throwaway profile)."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(html)
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+            capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def png_size(path: Path) -> str:
     width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the IHDR chunk
     return f"{width}x{height}"
@@ -81,16 +95,8 @@ def test_report_is_self_contained(explained, capsys):
 def test_images_load_in_headless_chromium(explained, tmp_path):
     outputs = explained / "results"
     page = write_html_report(str(outputs / "store.zarr"), tmp_path / "report.html")
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text().replace("</body>", CHECK_IMAGES + "</body>"))
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-             "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-            capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = re.search(r'data-images="([^"]*)"', done.stdout)
+    dom = chromium_dom(page.read_text().replace("</body>", CHECK_IMAGES + "</body>"), tmp_path)
+    found = re.search(r'data-images="([^"]*)"', dom)
     assert found, "the page's load event never ran in Chromium"
     sizes = found.group(1).split(",")
     assert "broken" not in sizes

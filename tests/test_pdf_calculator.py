@@ -37,13 +37,8 @@ def _instrument(case: dict) -> Instrument:
                       rmax=s["rmax"], rstep=s["rstep"])
 
 
-@pytest.mark.parametrize("case", _debye_cases(), ids=lambda c: c["name"])
-def test_debye_case_matches_srreal(case: dict) -> None:
-    """Grid, F(Q) and G(r) of every Debye fixture; G within the issue's R_wp bounds."""
-    data = np.load(FIXTURES / case["file"], allow_pickle=False)
-    inst = _instrument(case)
-    uiso = next(iter(case["uiso_per_element"].values()))
-    grid = inst.qgrid(uiso)
+def assert_grid_matches(case: dict, grid, inst: Instrument, data) -> None:
+    """Our Q grid, FFT length and r grid are srreal's for this fixture case (also used by the v2 tests)."""
     applied, derived = case["settings_applied"], case["derived_not_read_back"]
     assert grid.rhi == pytest.approx(applied["extendedrmax"], abs=1e-12)
     assert grid.rlo == pytest.approx(applied["extendedrmin"], abs=1e-12)
@@ -51,8 +46,18 @@ def test_debye_case_matches_srreal(case: dict) -> None:
     assert grid.nq == applied["n_qgrid"] == derived["kmax_exclusive"]
     assert grid.kmin == derived["kmin_zeroed_below"]
     assert fft_length(grid, inst.rstep) == derived["fft_Npad2"]
+    np.testing.assert_allclose(inst.r(), data["r"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", _debye_cases(), ids=lambda c: c["name"])
+def test_debye_case_matches_srreal(case: dict) -> None:
+    """Grid, F(Q) and G(r) of every Debye fixture; G within the issue's R_wp bounds."""
+    data = np.load(FIXTURES / case["file"], allow_pickle=False)
+    inst = _instrument(case)
+    uiso = next(iter(case["uiso_per_element"].values()))
+    grid = inst.qgrid(uiso)
+    assert_grid_matches(case, grid, inst, data)
     r = inst.r()
-    np.testing.assert_allclose(r, data["r"], rtol=0, atol=1e-12)
 
     pairs = PairTable.build(data["symbols"], data["xyz"])
     f = structure_function(pairs, grid, uiso, inst.qbroad)

@@ -7,14 +7,13 @@ import csv
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from campaign_fixtures import write_series_campaign
 from motex_dask.htmlreport import write_html_report
-from test_htmlreport import CHECK_IMAGES, CHROMIUM
+from test_htmlreport import CHECK_IMAGES, CHROMIUM, chromium_dom
 
 N_FRAMES = 3
 # after load: the plot's layout exists, how many WebGL canvases and slider frames it has
@@ -61,18 +60,10 @@ def test_series_report_renders_the_3d_view_with_a_frame_slider(series, tmp_path)
     page = write_html_report(str(series / "store.zarr"), tmp_path / "report.html")
     text = page.read_text()
     assert "Series: the motif frame by frame" in text and 'id="structure-view"' in text
-    probe = tmp_path / "probe.html"
-    probe.write_text(text.replace("</body>", CHECK_IMAGES + CHECK_VIEW + "</body>"))
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-             "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-            capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    view = re.search(r'data-view="([^"]*)"', done.stdout)
+    dom = chromium_dom(text.replace("</body>", CHECK_IMAGES + CHECK_VIEW + "</body>"), tmp_path)
+    view = re.search(r'data-view="([^"]*)"', dom)
     assert view, "the page's load event never ran in Chromium"
     drawn, canvases, frames = view.group(1).split(",")
     assert drawn == "drawn" and int(canvases) >= 1 and int(frames) == N_FRAMES
-    images = re.search(r'data-images="([^"]*)"', done.stdout).group(1).split(",")
+    images = re.search(r'data-images="([^"]*)"', dom).group(1).split(",")
     assert "broken" not in images and len(images) == len(list(series.glob("*.png")))
