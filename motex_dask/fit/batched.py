@@ -284,12 +284,9 @@ def _eval_kernel(kd, c, n, theta, f, fj, want_jac):
         zcache[0] = z
     jlo = max(j0[0], 0)
     jhi = min(j0[na - 1] + ntap, nx)
-    for a in range(na):
-        f[a] = 0.0
+    f[:na] = 0.0
     if want_jac:
-        for r in range(fj.shape[0]):
-            for a in range(na):
-                fj[r, a] = 0.0
+        fj[:, :na] = 0.0
     for kk in range(nk):
         u = 0.5 * (theta[IU + ka[kk]] + theta[IU + kb[kk]])
         for l in range(nl):  # Lagrange basis in u and its derivative
@@ -351,12 +348,9 @@ def _eval_exact(ed, c, n, theta, f, fj, want_jac):
     qs = q[1] - q[0]
     sn, cs, cd, sd, gg, rr, r2, invd, jc, jp, dz, w4, w5 = (st[0], st[1], st[2], st[3], st[4], st[5], st[6],
                                                          st[7], st[8], st[9], st[10], st[11], st[12])
-    for a in range(na):
-        f[a] = 0.0
+    f[:na] = 0.0
     if want_jac:
-        for r in range(fj.shape[0]):
-            for a in range(na):
-                fj[r, a] = 0.0
+        fj[:, :na] = 0.0
     for kk in range(nk):
         s_t = theta[IU + ka[kk]] + theta[IU + kb[kk]]
         for r in range(6):
