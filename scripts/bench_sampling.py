@@ -12,8 +12,8 @@ campaign's own rule is then applied to the ledger afterwards: where it would hav
 and whether the ranking was right there.
 
     python scripts/bench_sampling.py                                   # C60 demo, truth atoms 0-59
-    python scripts/bench_sampling.py --workflow workflows/auag_sphere.yaml \
-        --truth workflows/data/auag_sphere_truth.txt --first cookie-cutter
+    python scripts/bench_sampling.py --workflow workflows/au_aggregate.yaml \
+        --truth workflows/data/au_aggregate_truth.txt --first cookie-cutter
     python scripts/bench_sampling.py --json                            # last line: one JSON object
 
 Fits are counted as successful fits (duplicates and failed fits excluded), the unit the stopping

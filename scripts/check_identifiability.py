@@ -1,11 +1,18 @@
-"""How well can a PDF locate a sub-cluster inside a nanoparticle cut from a crystal? R_wp of its copies.
+"""Can a PDF say which atoms of the au_aggregate demo are its motif? Symmetry copies and near-truth fits.
 
-For the au(ag)_sphere demo's motif (a 7.6 Å sphere of a 12 Å fcc particle) this fits, with the
-batched engine and the demo campaign's fit settings, the true motif and the same sphere moved by
-each fcc lattice vector of length ≤ one cell edge that keeps it inside the particle; and spheres
-moved off the lattice by 0.5–4 Å in random directions. A pure Au particle (every Ag made Au, its
-own simulated data) is compared with the random AuAg alloy of the demo. In a pure crystal every
-lattice translate has exactly the truth's distances: no method can tell them apart from the PDF.
+A sub-cluster of a crystal cut has exactly the PDF of each of its images under the crystal's space
+group (a lattice translation times one of the 48 cubic point operations) that also lies inside the
+model: such a copy cannot be told from the truth by any method. This script
+
+1. counts, for the au_aggregate demo (scripts/build_nanoparticle_demo.py), every image of the
+   135-atom truth under every fcc lattice translation × point operation whose atoms are all sites of
+   the model, other than the truth itself (it must be 0), and the largest share of any other image
+   that does lie inside; and, for contrast, the same for the same grain inside a plain 12 Å fcc
+   sphere (the old demo's design, where copies exist);
+2. fits, with the batched engine and the demo campaign's fit settings, the truth against near-truth
+   alternatives: the truth shrunk or grown by an atom shell, with the necks or the next grain
+   added, shifted by each nearest-neighbour lattice vector, moved off the lattice, thinned at
+   random, and each other grain alone.
 
     python scripts/check_identifiability.py [--json]
 """
@@ -24,65 +31,112 @@ from motex_dask.campaign_file import load_campaign
 from motex_dask.fit import make_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_nanoparticle_demo import DEMOS, LATTICE, NOISE, SETTINGS, fcc_sphere, motif_indices  # noqa: E402
-from motex_dask.pdf import pdf_from_atoms  # noqa: E402
+from build_nanoparticle_demo import AGGREGATE, LATTICE, aggregate_grains, fcc_sites, simulated_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The 48 cubic point operations (signed permutation matrices), about a lattice site.
+POINT_OPERATIONS = [np.eye(3, dtype=np.int64)[list(perm)] * np.array(signs)[:, None]
+                    for perm in itertools.permutations(range(3)) for signs in itertools.product((1, -1), repeat=3)]
 
 
-def rwp_of_copies(symbols: np.ndarray, pos: np.ndarray, demo, fit) -> dict:
-    truth = motif_indices(pos, demo)
-    r, g = pdf_from_atoms(symbols[truth], pos[truth], **SETTINGS)
-    g = g + np.random.default_rng([demo.seed, 1]).normal(0.0, NOISE * np.abs(g).max(), size=g.shape)
-    w = (r >= fit.rmin) & (r < fit.rmax)
-    engine = make_engine(symbols, pos, r[w], g[w], fit)
-    radius, centre = demo.semi_axes[0], np.asarray(demo.motif_centre)
-    inside = np.linalg.norm(pos, axis=1).max()
-    half = LATTICE / 2
-    shifts = [np.array(v) * half for v in itertools.product((-2, -1, 0, 1, 2), repeat=3)
-              if sum(v) % 2 == 0 and 0 < np.linalg.norm(v) * half <= LATTICE + 1e-9]
-    shifts = [s for s in shifts if np.linalg.norm(centre + s) + radius <= inside]  # copy wholly inside
-    masks = [np.linalg.norm(pos - (centre + s), axis=1) <= radius for s in [np.zeros(3), *shifts]]
+def symmetry_copies(positions: np.ndarray, truth: np.ndarray) -> dict:
+    """Images of the truth under the fcc space group (a lattice site at the origin) inside the model.
+
+    Sites become integer coordinates in units of a/2; every image of the truth that could overlap the
+    model is the point-operated truth translated so that its first atom lands on a model site.
+    """
+    sites = np.rint(positions / (LATTICE / 2)).astype(np.int64)
+    if not np.allclose(sites * (LATTICE / 2), positions, atol=1e-6):
+        raise ValueError("the model's atoms are not fcc sites with one at the origin")
+    index = {tuple(s): i for i, s in enumerate(sites)}
+    own = frozenset(truth.tolist())
+    copies, largest = set(), 0
+    for op in POINT_OPERATIONS:
+        image = sites[truth] @ op.T
+        for site in sites:
+            found = [index.get(tuple(s)) for s in image + (site - image[0])]
+            kept = frozenset(i for i in found if i is not None)
+            if kept == own:
+                continue  # a symmetry of the truth itself
+            if len(kept) == len(truth):
+                copies.add(kept)
+            largest = max(largest, len(kept))
+    return {"model_atoms": len(positions), "truth_atoms": len(truth), "copies_inside": len(copies),
+            "largest_other_image_inside": largest}
+
+
+def alternatives(positions: np.ndarray, grain: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Named groups of near-truth masks (a group of several is reported by its best and median)."""
+    truth = grain == 0
+    centre, radius = np.asarray(AGGREGATE.grains[0][0]), AGGREGATE.grains[0][1]
+    dist = np.linalg.norm(positions - centre, axis=1)
+    shells = np.unique(np.round(dist, 3))
+    inner, outer = shells[shells <= radius][-2], shells[shells > radius]  # the truth's last shell, the next ones
+    nn = [np.array(v) * LATTICE / 2 for v in itertools.product((-1, 0, 1), repeat=3) if np.count_nonzero(v) == 2]
     rng = np.random.default_rng(0)
-    off = {}
-    for d in (0.5, 1.0, 2.0, 4.0):
-        u = rng.normal(size=(20, 3))
-        u /= np.linalg.norm(u, axis=1)[:, None]
-        off[d] = [np.linalg.norm(pos - (centre + d * v), axis=1) <= radius for v in u]
-    res = engine.fit(np.array(masks + [m for ms in off.values() for m in ms]))
-    rwp = np.asarray(res.rwp)
-    n_copies = len(masks)
-    out = {"truth_rwp": float(rwp[0]), "lattice_copies": len(shifts),
-           "lattice_copies_rwp_min": float(rwp[1:n_copies].min()) if shifts else None,
-           "lattice_copies_rwp_max": float(rwp[1:n_copies].max()) if shifts else None}
-    k = n_copies
-    for d, ms in off.items():
-        vals = rwp[k:k + len(ms)]
-        overlap = np.mean([m[truth].mean() for m in ms])
-        out[f"off_lattice_{d}A"] = {"rwp_min": float(vals.min()), "rwp_median": float(np.median(vals)),
-                                    "overlap_with_truth": float(overlap)}
-        k += len(ms)
-    return out
+    directions = rng.normal(size=(10, 3))
+    directions /= np.linalg.norm(directions, axis=1)[:, None]
+    groups = {"truth": [truth],
+              "shrunk by its outer shell": [dist <= inner + 1e-3],
+              "grown by the next shell": [dist <= outer[0] + 1e-3],
+              "grown by two shells": [dist <= outer[1] + 1e-3],
+              "with every neck atom": [truth | (grain < 0)],
+              "with the grain it is fused to": [truth | (grain == 1)],
+              "shifted by a nearest-neighbour vector (12)":
+                  [np.linalg.norm(positions - centre - v, axis=1) <= radius for v in nn]}
+    for d in (0.5, 1.0, 2.0):
+        groups[f"moved {d} Å off the lattice (10)"] = [np.linalg.norm(positions - centre - d * u, axis=1) <= radius
+                                                       for u in directions]
+    for share in (0.05, 0.1):
+        groups[f"{share:.0%} of its atoms removed at random (20)"] = [truth & (rng.random(len(truth)) >= share)
+                                                                     for _ in range(20)]
+    for g in range(1, len(AGGREGATE.grains)):
+        groups[f"grain {g} alone"] = [grain == g]
+    return groups
+
+
+def fit_alternatives(positions: np.ndarray, grain: np.ndarray) -> list[dict]:
+    """R_wp of the truth and of each group of alternatives against the truth's simulated data."""
+    fit = load_campaign(ROOT / "workflows" / f"{AGGREGATE.name}.yaml").fit
+    symbols = np.full(len(positions), "Au")
+    truth = grain == 0
+    r, g = simulated_data(symbols[truth], positions[truth], AGGREGATE.seed)
+    window = (r >= fit.rmin) & (r < fit.rmax)
+    engine = make_engine(symbols, positions, r[window], g[window], fit)
+    groups = alternatives(positions, grain)
+    rwp = np.asarray(engine.fit(np.array([m for ms in groups.values() for m in ms])).rwp)
+    rows, k = [], 0
+    for name, masks in groups.items():
+        vals = rwp[k:k + len(masks)]
+        k += len(masks)
+        rows.append({"alternative": name, "atoms": int(np.median([m.sum() for m in masks])),
+                     "overlap_with_truth": float(np.median([(m & truth).sum() / truth.sum() for m in masks])),
+                     "rwp_best": float(vals.min()), "rwp_median": float(np.median(vals))})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args()
-    demo = DEMOS[0]
-    fit = load_campaign(ROOT / "workflows" / f"{demo.name}.yaml").fit
-    atoms = fcc_sphere(demo.model_radius, demo.seed)
-    pos = atoms.get_positions()
-    alloy = np.array(atoms.get_chemical_symbols())
-    rows = {"pure Au": rwp_of_copies(np.full(len(pos), "Au"), pos, demo, fit),
-            "random AuAg (the demo)": rwp_of_copies(alloy, pos, demo, fit)}
-    for name, row in rows.items():
-        print(f"{name}: truth R_wp {row['truth_rwp']:.4f}; {row['lattice_copies']} lattice copies inside: "
-              f"R_wp {row['lattice_copies_rwp_min']:.4f}–{row['lattice_copies_rwp_max']:.4f}; off-lattice moves "
-              + ", ".join(f"{d}: min {v['rwp_min']:.4f} median {v['rwp_median']:.4f} (overlap {v['overlap_with_truth']:.2f})"
-                          for d, v in ((k.split('_')[-1], v) for k, v in row.items() if k.startswith("off_"))))
+    positions, grain = aggregate_grains(AGGREGATE)
+    truth = np.flatnonzero(grain == 0)
+    copies = {"au_aggregate": symmetry_copies(positions, truth)}
+    # Contrast: the same grain inside a plain 12 Å fcc sphere whose centre is 3.9 Å away.
+    sphere = fcc_sites(16.0)
+    sphere = sphere[np.linalg.norm(sphere - np.array([-3.6, -0.9, 1.3]), axis=1) <= 12.0]
+    radius = AGGREGATE.grains[0][1]
+    copies["plain 12 Å sphere"] = symmetry_copies(sphere, np.flatnonzero(np.linalg.norm(sphere, axis=1) <= radius))
+    for name, c in copies.items():
+        print(f"{name}: {c['model_atoms']} atoms; copies of the {c['truth_atoms']}-atom truth inside: "
+              f"{c['copies_inside']}; largest other image inside: {c['largest_other_image_inside']} atoms")
+    rows = fit_alternatives(positions, grain)
+    print("| alternative | atoms | overlap with truth | R_wp (best) | R_wp (median) |\n|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['alternative']} | {row['atoms']} | {row['overlap_with_truth']:.2f} | "
+              f"{row['rwp_best']:.4f} | {row['rwp_median']:.4f} |")
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"symmetry_copies": copies, "fits": rows}))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ against the truth file next to the structure (``<name>_truth.txt``, from build_n
 * ``overlap``: the k atoms with the lowest contribution values against the k truth atoms (top-k);
 * ``best_candidate_overlap``: |best (lowest R_wp) candidate ∩ truth| / k, and that candidate's size.
 
-    python scripts/compare_catalogues.py workflows/auag_sphere.yaml [--size N] [--out DIR] [--json]
+    python scripts/compare_catalogues.py workflows/au_aggregate.yaml [--size N] [--out DIR] [--json]
 
 Wall times are end to end (fits, learning, explanation, report) on whatever the machine is doing.
 """

@@ -40,13 +40,13 @@ def test_c60_demo_inputs_are_rebuilt_bit_identically(tmp_path):
 def test_nanoparticle_demo_inputs_are_rebuilt_bit_identically(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_nanoparticle_demo.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    for demo in ("auag_sphere", "auag_rod"):
+    for demo in ("au_aggregate", "auag_rod"):
         for suffix in ("_model.xyz", "_motif.gr", "_truth.txt"):
             name = demo + suffix
             assert (tmp_path / name).read_bytes() == (ROOT / "workflows" / "data" / name).read_bytes(), name
-    inputs = prepare(load_campaign(ROOT / "workflows" / "auag_sphere.yaml"))
+    inputs = prepare(load_campaign(ROOT / "workflows" / "au_aggregate.yaml"))
     assert inputs.model.n_atoms >= 300 and inputs.campaign.catalogue.strategy == "cookie-cutter"
-    truth = np.loadtxt(ROOT / "workflows" / "data" / "auag_sphere_truth.txt", dtype=int)
+    truth = np.loadtxt(ROOT / "workflows" / "data" / "au_aggregate_truth.txt", dtype=int)
     assert 80 <= len(truth) <= 150
     centre = inputs.model.positions[truth].mean(axis=0)
     assert np.linalg.norm(centre - inputs.model.positions.mean(axis=0)) > 3.0  # not centred
