@@ -29,6 +29,7 @@ import xgboost as xgb
 from distributed import Client, get_worker
 from distributed.comm import get_address_host
 from xgboost import dask as dxgb
+from xgboost.collective import Config as CollConfig
 
 from .settings import LearnSettings
 from .errors import InputError, LearnError
@@ -411,12 +412,14 @@ def train(client: Client, features: Features, settings: LearnSettings, k_best: i
     full = {**BASE_PARAMS, **params, "seed": settings.seed}
     # The xgboost tracker runs in the scheduler's process; left alone it binds to the address of
     # the default route, which workers on another network (a cluster's ib0, a namespace) may not
-    # reach: give it the scheduler's own address, the one every worker already reaches.
-    tracker = dask.config.get("xgboost.scheduler_address", None) or get_address_host(client.scheduler.address)
-    with dask.config.set({"xgboost.scheduler_address": tracker}):
-        out = dxgb.train(client, full, dtrain, num_boost_round=n_rounds,
-                         evals=[(dtrain, "train"), (dvalid, "validation")],
-                         early_stopping_rounds=settings.early_stopping_rounds, verbose_eval=False)
+    # reach: give it the scheduler's own address, the one every worker already reaches (unless the
+    # user set xgboost's own dask key, which xgboost then reads itself).
+    coll_cfg = None if dask.config.get("xgboost.scheduler_address", None) else CollConfig(
+        tracker_host_ip=get_address_host(client.scheduler.address))
+    out = dxgb.train(client, full, dtrain, num_boost_round=n_rounds,
+                     evals=[(dtrain, "train"), (dvalid, "validation")],
+                     early_stopping_rounds=settings.early_stopping_rounds, verbose_eval=False,
+                     coll_cfg=coll_cfg)
     booster = out["booster"]
     n_trees = booster.best_iteration + 1 if "best_iteration" in booster.attributes() else booster.num_boosted_rounds()
     booster = booster[:n_trees]  # the model of the best validation round, for every later use
