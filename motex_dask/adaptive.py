@@ -46,7 +46,8 @@ log = logging.getLogger("motex_dask")
 
 def stopping_rule(campaign: Campaign) -> StoppingRule:
     ad = campaign.catalogue.adaptive
-    return StoppingRule(tolerance=ad.tolerance, min_tau=ad.min_tau, patience=ad.patience, max_fits=ad.max_fits)
+    return StoppingRule(tolerance=ad.tolerance, min_tau=ad.min_tau, patience=ad.patience, max_fits=ad.max_fits,
+                        boundary=ad.boundary)
 
 
 @contextlib.contextmanager
@@ -105,11 +106,19 @@ def best_rows(store: CampaignStore, stop: int, k: int) -> np.ndarray:
     return ok[np.lexsort((ok, rwp[ok]))][:k]
 
 
+def _ranking(store: CampaignStore, features: Any, trained: Any, contributions: Any) -> Ranking:
+    """The ranking of one learnt state, with the best candidate's R_wp and size."""
+    best = int(trained.best_candidates["index"][0])
+    size = int(store.array("mask").get_orthogonal_selection(([best], slice(None))).sum())
+    return Ranking.from_contributions(contributions, features.n_ok, float(trained.best_candidates["rwp"][0]), size)
+
+
 def _ranking_record(ranking: Ranking, p_motif: np.ndarray) -> dict[str, Any]:
     return {**ranking.to_dict(), "p_motif": [None if not np.isfinite(p) else float(p) for p in p_motif]}
 
 
-def _next_plan(store: CampaignStore, campaign: Campaign, previous: RoundPlan, record: dict[str, Any]) -> RoundPlan:
+def _next_plan(store: CampaignStore, campaign: Campaign, previous: RoundPlan, record: dict[str, Any],
+               positions: np.ndarray) -> RoundPlan:
     """The plan of the round after `previous`, from its stored ranking and the store's best rows."""
     cat = campaign.catalogue
     start = previous.stop
@@ -118,7 +127,7 @@ def _next_plan(store: CampaignStore, campaign: Campaign, previous: RoundPlan, re
     masks = store.array("mask").get_orthogonal_selection((elites, slice(None))) if len(elites) else \
         np.zeros((0, store.n_perm), dtype=bool)
     p_motif = np.array([np.nan if p is None else p for p in record["ranking"]["p_motif"]], dtype=np.float64)
-    return plan_round(cat.adaptive, previous.round + 1, start, stop, p_motif, masks, previous)
+    return plan_round(cat.adaptive, previous.round + 1, start, stop, p_motif, masks, previous, positions)
 
 
 def run_rounds(inputs: Any, profile: Any, store: CampaignStore, progress: bool = True,
@@ -157,8 +166,7 @@ def run_rounds(inputs: Any, profile: Any, store: CampaignStore, progress: bool =
                 with client_for("learn") as learn_client:
                     features, trained, contributions = learn_and_explain(learn_client, campaign, store.url,
                                                                          k_best=campaign.learn.best_candidates)
-                ranking = Ranking.from_contributions(contributions, features.n_ok,
-                                                     float(trained.best_candidates["rwp"][0]))
+                ranking = _ranking(store, features, trained, contributions)
                 rounds[-1] = {**rounds[-1], "ranking": _ranking_record(ranking, contributions.p_motif)}
                 learned = (features, trained, contributions)
             else:
@@ -174,7 +182,8 @@ def run_rounds(inputs: Any, profile: Any, store: CampaignStore, progress: bool =
                 store.record_rounds(rounds, stopped=reason)
                 log.info("adaptive campaign stopped after round %d: %s", plan.round, _REASONS[reason])
                 return {"fits": fits, "rounds": rows, "stopped": reason, "learned": learned}
-            rounds.append({"plan": _next_plan(store, campaign, plan, rounds[-1]).to_dict()})
+            rounds.append({"plan": _next_plan(store, campaign, plan, rounds[-1],
+                                                inputs.model.permuted_positions).to_dict()})
             store.record_rounds(rounds)  # this round's ranking and the next plan, in one write
 
 
@@ -190,6 +199,5 @@ def prefix_stability(client: Client, campaign: Campaign, store: CampaignStore, s
     for i in range(1, steps + 1):
         features, trained, contributions = learn_and_explain(client, campaign, store, k_best=1,
                                                              prefix=round(store.size * i / steps))
-        history.append(Ranking.from_contributions(contributions, features.n_ok,
-                                                  float(trained.best_candidates["rwp"][0])))
+        history.append(_ranking(CampaignStore.readonly(store), features, trained, contributions))
     return report(history, rule)

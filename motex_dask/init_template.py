@@ -49,6 +49,10 @@ FIELD_HELP: dict[str, str] = {
     "catalogue.adaptive.round_size": "adaptive only: candidates per round (a multiple of chunk_size)",
     "catalogue.adaptive.blind_share": "adaptive only: share of each later round drawn blind (by `first`)",
     "catalogue.adaptive.mutation_share": "adaptive only: share of each later round mutated from the best candidates",
+    "catalogue.adaptive.shape_share": "adaptive only: share of each later round cut as spheres around the best "
+                                      "candidates (compact motifs in large models)",
+    "catalogue.adaptive.mutate": "adaptive only: anywhere | boundary: which atoms a mutation flips (boundary: "
+                                 "keeps a compact candidate compact)",
     "catalogue.adaptive.elite": "adaptive only: how many lowest-R_wp candidates guide (and are mutated in) a round",
     "catalogue.adaptive.tolerance": "adaptive only: stable when at most tolerance·N atoms crossed the motif boundary",
     "catalogue.adaptive.min_tau": "adaptive only: ... and Kendall tau to the previous round's ranking is at least this",

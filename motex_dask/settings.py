@@ -26,8 +26,10 @@ DEFAULT_KEEP_PROBABILITY = {"bernoulli": 0.5, "cookie-cutter": 1.0}
 FIRST_STRATEGIES = (*PART_STRATEGIES, "mixed")
 #: Which candidates an adaptive campaign explains.
 EXPLAIN_ROWS = ("blind", "all")
+MUTATE_ATOMS = ("anywhere", "boundary")
 #: Adaptive settings that may change between runs of one store (they decide when to stop, not what is drawn).
-STOPPING_KEYS = ("tolerance", "min_tau", "patience", "max_fits", "explain")
+STOPPING_KEYS = ("tolerance", "min_tau", "patience", "max_fits", "explain", "boundary")
+BOUNDARIES = ("sign", "best")
 ENGINES = ("batched", "srfit")
 CALCULATORS = ("motex", "srreal")
 RADIATIONS = ("xray", "neutron")
@@ -194,12 +196,15 @@ class AdaptiveSettings:
     round_size: int = 2000
     blind_share: float = 0.2
     mutation_share: float = 0.4
+    shape_share: float = 0.0
+    mutate: str = "anywhere"
     elite: int = 20
     tolerance: float = 0.05
     min_tau: float = 0.8
     patience: int = 2
     max_fits: int = 0
     explain: str = "all"
+    boundary: str = "sign"
 
     def __post_init__(self) -> None:
         _require(self.first in FIRST_STRATEGIES, "adaptive.first",
@@ -209,11 +214,18 @@ class AdaptiveSettings:
                  f"must lie in (0, 1]: blind rows keep every atom reachable (got {self.blind_share})")
         _require(0 <= self.mutation_share <= 1 - self.blind_share, "adaptive.mutation_share",
                  f"must lie in [0, 1 - blind_share] = [0, {1 - self.blind_share:g}] (got {self.mutation_share})")
+        _require(0 <= self.shape_share <= 1 - self.blind_share - self.mutation_share + 1e-12, "adaptive.shape_share",
+                 f"must lie in [0, 1 - blind_share - mutation_share] = "
+                 f"[0, {1 - self.blind_share - self.mutation_share:g}] (got {self.shape_share})")
+        _require(self.mutate in MUTATE_ATOMS, "adaptive.mutate",
+                 f"must be one of {', '.join(MUTATE_ATOMS)} (got {self.mutate!r})")
         _require(self.elite >= 1, "adaptive.elite", f"must be >= 1 (got {self.elite})")
         _require(0 < self.tolerance < 1, "adaptive.tolerance", f"must lie in (0, 1) (got {self.tolerance})")
         _require(-1 <= self.min_tau <= 1, "adaptive.min_tau", f"must lie in [-1, 1] (got {self.min_tau})")
         _require(self.patience >= 1, "adaptive.patience", f"must be >= 1 (got {self.patience})")
         _require(self.max_fits >= 0, "adaptive.max_fits", f"must be >= 0, 0 for no limit (got {self.max_fits})")
+        _require(self.boundary in BOUNDARIES, "adaptive.boundary",
+                 f"must be one of {', '.join(BOUNDARIES)} (got {self.boundary!r})")
         _require(self.explain in EXPLAIN_ROWS, "adaptive.explain",
                  f"must be one of {', '.join(EXPLAIN_ROWS)} (got {self.explain!r})")
 

@@ -9,6 +9,13 @@ comparisons in a row. The crossings decide: the answer is the motif, and atoms t
 by symmetry (all 60 of a buckyball) keep swapping places by noise, so τ over the whole ranking
 approaches 1 only slowly; it guards against a ranking that still reorders wholesale. Works on any
 store: adaptive rounds or growing prefixes of a blind catalogue.
+
+Where the motif/non-motif boundary lies (`boundary`): `sign`, the atoms with a negative
+contribution, τ over every atom; or `best`, the k lowest-contribution atoms with k the size of the
+best candidate so far, τ over the atoms either ranking puts among its 2k lowest. `best` is for a
+compact motif in a large model: there most atoms are far from anything that fits, the model hardly
+uses them, and their contributions sit near 0 with a sign and an order that are noise, so `sign`
+counts hundreds of crossings and a τ that never settles while the motif itself no longer moves.
 """
 
 from __future__ import annotations
@@ -30,18 +37,27 @@ class Ranking:
     rank_low: np.ndarray       # bootstrap 5th / 95th percentile of each atom's rank
     rank_high: np.ndarray
     best_rwp: float            # lowest R_wp among the fits so far
+    best_size: int = 0         # permuted atoms kept by that candidate (0: not recorded)
 
     @classmethod
-    def from_contributions(cls, contributions: Any, fits: int, best_rwp: float) -> "Ranking":
+    def from_contributions(cls, contributions: Any, fits: int, best_rwp: float, best_size: int = 0) -> "Ranking":
         """From an `explain.Contributions`."""
         return cls(fits=int(fits), contribution=np.asarray(contributions.contribution, dtype=np.float64),
                    rank_low=np.asarray(contributions.rank_low, dtype=np.int64),
-                   rank_high=np.asarray(contributions.rank_high, dtype=np.int64), best_rwp=float(best_rwp))
+                   rank_high=np.asarray(contributions.rank_high, dtype=np.int64), best_rwp=float(best_rwp),
+                   best_size=int(best_size))
 
     @property
     def motif(self) -> np.ndarray:
         """Atoms on the motif side of the boundary (negative contribution)."""
         return np.nan_to_num(self.contribution, nan=np.inf) < 0
+
+    def motif_side(self, boundary: str = "sign") -> np.ndarray:
+        """Atoms on the motif side of the boundary: `sign` (negative contribution) or `best` (the
+        best_size lowest; the sign when best_size is not recorded)."""
+        if boundary == "best" and self.best_size:
+            return self.rank <= self.best_size
+        return self.motif
 
     @property
     def rank(self) -> np.ndarray:
@@ -64,24 +80,27 @@ class Ranking:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Ranking":
-        return cls(fits=int(d["fits"]), best_rwp=float(d["best_rwp"]),
+        return cls(fits=int(d["fits"]), best_rwp=float(d["best_rwp"]), best_size=int(d.get("best_size", 0)),
                    contribution=np.array([np.nan if v is None else v for v in d["contribution"]], dtype=np.float64),
                    rank_low=np.asarray(d["rank_low"], dtype=np.int64),
                    rank_high=np.asarray(d["rank_high"], dtype=np.int64))
 
 
-def compare(previous: Ranking, current: Ranking) -> dict[str, Any]:
-    """How far the ranking moved from `previous` to `current`."""
+def compare(previous: Ranking, current: Ranking, boundary: str = "sign") -> dict[str, Any]:
+    """How far the ranking moved from `previous` to `current` (`boundary`: see the module docstring)."""
     both = np.isfinite(previous.contribution) & np.isfinite(current.contribution)
+    before, after = previous.motif_side(boundary), current.motif_side(boundary)
+    if boundary == "best" and previous.best_size and current.best_size:
+        both &= (previous.rank <= 2 * previous.best_size) | (current.rank <= 2 * current.best_size)
     tau = kendalltau(previous.contribution[both], current.contribution[both]).statistic if both.sum() > 1 else math.nan
-    crossed = np.flatnonzero(previous.motif != current.motif)
+    crossed = np.flatnonzero(before != after)
     return {"tau": float(tau) if math.isfinite(tau) else None, "crossings": int(len(crossed)),
             "crossed": crossed.tolist()}
 
 
-def undecided(ranking: Ranking) -> int:
+def undecided(ranking: Ranking, boundary: str = "sign") -> int:
     """Atoms whose bootstrap rank interval straddles the motif/non-motif boundary."""
-    m = int(ranking.motif.sum())
+    m = int(ranking.motif_side(boundary).sum())
     return int(np.sum((ranking.rank_low <= m) & (ranking.rank_high > m)))
 
 
@@ -93,6 +112,7 @@ class StoppingRule:
     min_tau: float = 0.8
     patience: int = 2
     max_fits: int = 0  # 0: no limit
+    boundary: str = "sign"  # where the motif side ends: sign | best (see the module docstring)
 
     def stable(self, step: dict[str, Any], n_atoms: int) -> bool:
         tau = step.get("tau")
@@ -107,10 +127,11 @@ def report(history: list[Ranking], rule: StoppingRule) -> list[dict[str, Any]]:
     streak = 0
     for i, ranking in enumerate(history):
         row: dict[str, Any] = {"fits": ranking.fits, "best_rwp": ranking.best_rwp,
-                               "motif_size": int(ranking.motif.sum()), "undecided": undecided(ranking),
+                               "motif_size": int(ranking.motif_side(rule.boundary).sum()),
+                               "undecided": undecided(ranking, rule.boundary),
                                "tau": None, "crossings": None, "stable": False}
         if i:
-            row.update(compare(history[i - 1], ranking))
+            row.update(compare(history[i - 1], ranking, rule.boundary))
             row["stable"] = rule.stable(row, len(ranking.contribution))
         streak = streak + 1 if row["stable"] else 0
         row["streak"] = streak

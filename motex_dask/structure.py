@@ -73,6 +73,14 @@ def read_structure(path: str | Path) -> ase.Atoms:
     return atoms
 
 
+def nearest_neighbour_distance(positions: np.ndarray) -> float:
+    """Median distance from each atom to its nearest neighbour (0 for fewer than two atoms)."""
+    if len(positions) < 2:
+        return 0.0
+    dist, _ = cKDTree(positions).query(positions, k=2)
+    return float(np.median(dist[:, 1]))
+
+
 @dataclass(frozen=True)
 class StartingModel:
     """Atoms of the starting model, the permuted subset and which other atoms each one carries."""

@@ -67,9 +67,12 @@ def evaluate(store_url: str, truth_perm: np.ndarray, rule: StoppingRule) -> list
 
 def run_mode(base, mode: str, args, folder: Path, truth_perm: np.ndarray, rule: StoppingRule) -> dict:
     cat = base.catalogue
+    guided = {"blind_share": 1.0, "mutation_share": 0.0, "shape_share": 0.0} if mode == "blind" else \
+        {k: v for k, v in (("blind_share", args.blind_share), ("mutation_share", args.mutation_share),
+                           ("shape_share", args.shape_share), ("mutate", args.mutate), ("elite", args.elite))
+         if v is not None}
     ad = replace(cat.adaptive, first=args.first, round_size=args.round_size, tolerance=rule.tolerance,
-                 min_tau=rule.min_tau, patience=10**6, max_fits=0, explain=args.explain,
-                 **({"blind_share": 1.0, "mutation_share": 0.0} if mode == "blind" else {}))
+                 min_tau=rule.min_tau, patience=10**6, max_fits=0, explain=args.explain, **guided)
     campaign = replace(base, output=folder / mode, store=str(folder / mode / "store.zarr"),
                        catalogue=replace(cat, strategy="adaptive", size=args.max_fits * 2,
                                          chunk_size=args.chunk_size, adaptive=ad))
@@ -98,6 +101,8 @@ def run_mode(base, mode: str, args, folder: Path, truth_perm: np.ndarray, rule: 
             "rounds": len(rows), "fits_run": rows[-1]["fits"],
             "own_stop": None if own is None else {"fits": own["fits"], "recovery": own["recovery"]},
             "seconds": time.perf_counter() - t0,
+            "settings": {k: getattr(ad, k) for k in ("first", "round_size", "blind_share", "mutation_share",
+                                                     "shape_share", "mutate", "elite", "explain")},
             "ledger": [{k: r[k] for k in ("fits", "recovery", "tau", "crossings", "undecided", "best_rwp",
                                           "stable", "final")} for r in rows]}
 
@@ -113,6 +118,12 @@ def main() -> int:
     ap.add_argument("--tolerance", type=float, default=None, help="default: the workflow's (or 0.05)")
     ap.add_argument("--patience", type=int, default=None)
     ap.add_argument("--explain", default="all", choices=("all", "blind"))
+    ap.add_argument("--blind-share", type=float, default=None, help="adaptive rows: default the workflow's")
+    ap.add_argument("--mutation-share", type=float, default=None)
+    ap.add_argument("--shape-share", type=float, default=None, help="sphere cuts around the elite (compact motifs)")
+    ap.add_argument("--mutate", default=None, choices=("anywhere", "boundary"))
+    ap.add_argument("--elite", type=int, default=None)
+    ap.add_argument("--keep", default=None, help="keep the stores in this folder (default: a temporary one)")
     ap.add_argument("--modes", nargs="+", default=["adaptive", "blind"], choices=("adaptive", "blind"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -128,7 +139,7 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_sampling_") as tmp:
         for mode in args.modes:
-            results[mode] = run_mode(base, mode, args, Path(tmp), truth_perm, rule)
+            results[mode] = run_mode(base, mode, args, Path(args.keep or tmp), truth_perm, rule)
     a, b = (results.get(m, {}).get("fits_to_final") for m in ("adaptive", "blind"))
     out = {"workflow": str(args.workflow), "truth_atoms": len(truth_perm), "recovery_needed": RECOVERY,
            "rule": {"tolerance": rule.tolerance, "min_tau": rule.min_tau, "patience": rule.patience}, "round_size": args.round_size,

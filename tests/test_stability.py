@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from motex_dask.catalogue import chunk_draw, chunk_masks
-from motex_dask.proposal import BLIND, FLOOR, MODEL, MUTATION, RoundPlan, next_keep, plan_round
+from motex_dask.proposal import (BLIND, FLOOR, MODEL, MUTATION, SHAPE, RoundPlan, boundary, elite_spheres, neighbours,
+                                 next_keep, plan_round)
 from motex_dask.settings import AdaptiveSettings, CatalogueSettings, SettingError
 from motex_dask.stability import Ranking, StoppingRule, compare, decision, format_report, report, undecided
 
@@ -102,6 +103,47 @@ def test_a_round_is_a_pure_function_of_settings_round_and_previous_results():
     assert not any(tuple(m) in elite_keys for m in masks[origin == MUTATION])
 
 
+def test_compact_proposals_cut_spheres_around_the_elite_and_mutate_only_its_boundary():
+    """Shape rows and boundary mutations on an fcc particle (201 atoms, a = 4.08 Å)."""
+    import ase.cluster
+    pos = ase.cluster.Octahedron("Au", 7, cutoff=2, latticeconstant=4.08).get_positions()
+    n = len(pos)
+    settings = AdaptiveSettings(round_size=400, blind_share=0.2, mutation_share=0.4, shape_share=0.3,
+                                mutate="boundary", first="cookie-cutter")
+    dist = np.linalg.norm(pos - pos[0], axis=1)
+    elites = np.array([dist < 6.0, dist < 7.0, np.linalg.norm(pos - pos[50], axis=1) < 5.0])
+    plan = plan_round(settings, 1, 400, 800, np.full(n, 0.5), elites, None, pos)
+    assert plan == plan_round(settings, 1, 400, 800, np.full(n, 0.5), elites.copy(), None, pos.copy())
+    assert RoundPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # the ledger keeps it all
+    centres, radii = elite_spheres(elites, pos)
+    assert np.allclose(plan.centres, centres) and np.allclose(plan.radii, radii)
+    assert np.linalg.norm(centres[0] - pos[elites[0]].mean(axis=0)) < 1e-9 and 4.0 < radii[0] < 7.0
+    # a ledger written before shape rows and boundary mutations reads as neither
+    old = {k: v for k, v in plan.to_dict().items() if k not in ("mutate", "shape_share", "centres", "radii")}
+    assert RoundPlan.from_dict(old) == replace(plan, mutate="anywhere", shape_share=0.0, centres=(), radii=())
+
+    cat = CatalogueSettings(size=2000, chunk_size=200, seed=3, strategy="adaptive", adaptive=settings,
+                            radius=(4.0, 7.0))
+    plans = (RoundPlan(0, 0, 400), plan)
+    drawn, rounds, origin = chunk_draw(cat, pos, 3, plans)
+    again, _, origin_again = chunk_draw(cat, pos, 3, plans)
+    assert np.array_equal(drawn.masks, again.masks) and np.array_equal(drawn.centre, again.centre)
+    assert np.array_equal(origin, origin_again) and set(np.unique(origin)) == {BLIND, MODEL, MUTATION, SHAPE}
+    nn = 4.08 / np.sqrt(2)
+    for row in np.flatnonzero(origin == SHAPE):  # the recorded sphere is exactly the kept atoms
+        c, r = drawn.centre[row], drawn.axes[row, 0]
+        inside = np.linalg.norm(pos - c, axis=1) <= r
+        assert np.array_equal(drawn.masks[row], inside) and drawn.shape[row] == 1
+        k = np.argmin(np.linalg.norm(centres - c, axis=1) + np.abs(radii - r))
+        assert np.linalg.norm(centres[k] - c) <= nn + 1e-9 and 0.9 * radii[k] - 1e-9 <= r <= 1.1 * radii[k] + 1e-9
+    edges = boundary(elites, neighbours(pos))
+    assert edges.any(axis=1).all() and not (edges & elites & (dist[None, :] < 3.0)).any()  # the core is inside
+    for m in drawn.masks[origin == MUTATION]:  # one elite, flipped on its boundary only, at least once
+        diffs = [np.flatnonzero(m ^ e) for e in elites]
+        assert any(len(d) >= 1 and edges[k, d].all() for k, d in enumerate(diffs))
+    assert (drawn.shape[origin == MUTATION] == 0).all() and (drawn.shape[origin == MODEL] == 0).all()
+
+
 def test_adaptive_settings_are_validated_with_the_field_and_the_fix():
     with pytest.raises(SettingError, match="multiple of chunk_size"):
         CatalogueSettings(chunk_size=300, strategy="adaptive", adaptive=AdaptiveSettings(round_size=1000))
@@ -109,6 +151,10 @@ def test_adaptive_settings_are_validated_with_the_field_and_the_fix():
         AdaptiveSettings(blind_share=0.8, mutation_share=0.5)
     with pytest.raises(SettingError, match="uniform-size, bernoulli"):
         AdaptiveSettings(first="exhaustive")
+    with pytest.raises(SettingError, match=r"mutation_share\] = \[0, 0.4\]"):
+        AdaptiveSettings(blind_share=0.2, mutation_share=0.4, shape_share=0.5)
+    with pytest.raises(SettingError, match="anywhere, boundary"):
+        AdaptiveSettings(mutate="near")
     with pytest.raises(SettingError, match="adaptive.first: mixed"):
         CatalogueSettings(chunk_size=200, strategy="adaptive", adaptive=AdaptiveSettings(round_size=400),
                           parts=({"strategy": "uniform-size", "share": 1.0},))

@@ -16,9 +16,9 @@ nearest its centre. The ligand rule applies afterwards, as for every strategy.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from ..structure import nearest_neighbour_distance
 from .candidates import SHAPE_ELLIPSOID, SHAPE_SPHERE, Candidates
 
 #: Rows whose distances are computed at once: bounds the (rows, n_perm, 3) temporaries (~25 MB at N = 2,000).
@@ -27,10 +27,7 @@ _BLOCK = 512
 
 def jitter_radius(positions: np.ndarray) -> float:
     """Half the median nearest-neighbour distance of the permuted atoms (0 for a single atom)."""
-    if len(positions) < 2:
-        return 0.0
-    dist, _ = cKDTree(positions).query(positions, k=2)
-    return 0.5 * float(np.median(dist[:, 1]))
+    return 0.5 * nearest_neighbour_distance(positions)
 
 
 def draw_cookie_cutter(part, positions: np.ndarray, rng: np.random.Generator, rows: int) -> Candidates:

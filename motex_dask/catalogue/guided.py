@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..proposal import BLIND, STREAM, RoundPlan, draw
+from ..proposal import BLIND, SHAPE, STREAM, RoundPlan, draw
 from ..settings import CatalogueSettings
-from .candidates import Candidates
+from .candidates import SHAPE_SPHERE, Candidates
 
 
 def plan_of_chunk(cat: CatalogueSettings, c: int, plans: tuple[RoundPlan, ...]) -> RoundPlan:
@@ -35,8 +35,10 @@ def draw_adaptive(cat: CatalogueSettings, positions: np.ndarray, c: int, plans: 
     rows = min(start + cat.chunk_size, plan.stop) - start
     first = replace(cat, strategy=cat.adaptive.first, size=start + cat.chunk_size)
     blind = blind_draw(first, positions, c)
-    masks, origin = draw(plan, blind.masks, np.random.default_rng([cat.seed, c, STREAM]))
-    guided = np.flatnonzero(origin != BLIND)
+    masks, origin, centre, radius = draw(plan, blind.masks, np.random.default_rng([cat.seed, c, STREAM]), positions)
     out = Candidates(masks, blind.centre.copy(), blind.axes.copy(), blind.shape.copy())
-    out.put(guided, Candidates.masks_only(masks))  # guided rows: no shape cut made them
+    guided = np.flatnonzero((origin != BLIND) & (origin != SHAPE))
+    out.put(guided, Candidates.masks_only(masks))  # model rows and mutations: no shape cut made them
+    out.put(np.flatnonzero(origin == SHAPE), Candidates(masks, centre, np.repeat(radius[:, None], 3, axis=1),
+                                                        np.full(len(masks), SHAPE_SPHERE, dtype=np.int8)))
     return out.take(slice(0, rows)), np.full(rows, plan.round, dtype=np.int16), origin[:rows]
