@@ -72,7 +72,8 @@ def run_mode(base, mode: str, args, folder: Path, truth_perm: np.ndarray, rule: 
                            ("shape_share", args.shape_share), ("mutate", args.mutate), ("elite", args.elite))
          if v is not None}
     ad = replace(cat.adaptive, first=args.first, round_size=args.round_size, tolerance=rule.tolerance,
-                 min_tau=rule.min_tau, patience=10**6, max_fits=0, explain=args.explain, **guided)
+                 min_tau=rule.min_tau, patience=10**6, max_fits=0, explain=args.explain,
+                 boundary=rule.boundary, **guided)
     campaign = replace(base, output=folder / mode, store=str(folder / mode / "store.zarr"),
                        catalogue=replace(cat, strategy="adaptive", size=args.max_fits * 2,
                                          chunk_size=args.chunk_size, adaptive=ad))
@@ -117,6 +118,7 @@ def main() -> int:
     ap.add_argument("--max-fits", type=int, default=12000, help="give up on a catalogue after this many fits")
     ap.add_argument("--tolerance", type=float, default=None, help="default: the workflow's (or 0.05)")
     ap.add_argument("--patience", type=int, default=None)
+    ap.add_argument("--boundary", default=None, choices=("sign", "best"), help="default: the workflow's")
     ap.add_argument("--explain", default="all", choices=("all", "blind"))
     ap.add_argument("--blind-share", type=float, default=None, help="adaptive rows: default the workflow's")
     ap.add_argument("--mutation-share", type=float, default=None)
@@ -132,7 +134,7 @@ def main() -> int:
     base = load_campaign(args.workflow)
     ad = base.catalogue.adaptive
     rule = StoppingRule(tolerance=args.tolerance or ad.tolerance, min_tau=ad.min_tau,
-                        patience=args.patience or ad.patience)
+                        patience=args.patience or ad.patience, boundary=args.boundary or ad.boundary)
     model_truth = read_truth(args.truth)
     inputs = prepare(base)
     truth_perm = np.flatnonzero(np.isin(inputs.model.permuted, model_truth))
@@ -142,7 +144,8 @@ def main() -> int:
             results[mode] = run_mode(base, mode, args, Path(args.keep or tmp), truth_perm, rule)
     a, b = (results.get(m, {}).get("fits_to_final") for m in ("adaptive", "blind"))
     out = {"workflow": str(args.workflow), "truth_atoms": len(truth_perm), "recovery_needed": RECOVERY,
-           "rule": {"tolerance": rule.tolerance, "min_tau": rule.min_tau, "patience": rule.patience}, "round_size": args.round_size,
+           "rule": {"tolerance": rule.tolerance, "min_tau": rule.min_tau, "patience": rule.patience,
+                    "boundary": rule.boundary}, "round_size": args.round_size,
            "explain": args.explain, "max_fits": args.max_fits, **results,
            "ratio_adaptive_to_blind": (a / b) if a and b else None}
     for mode, r in results.items():
