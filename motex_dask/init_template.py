@@ -58,6 +58,8 @@ FIELD_HELP: dict[str, str] = {
     "catalogue.adaptive.min_tau": "adaptive only: ... and Kendall tau to the previous round's ranking is at least this",
     "catalogue.adaptive.patience": "adaptive only: stable comparisons in a row that stop the campaign",
     "catalogue.adaptive.max_fits": "adaptive only: stop after this many fits even if not stable; 0: catalogue.size decides",
+    "catalogue.adaptive.boundary": "adaptive only: sign | best: the motif side is the negative contributions, or "
+                                   "the best candidate's size in lowest contributions (large models)",
     "catalogue.adaptive.explain": "adaptive only: all | blind: the candidates the SHAP contributions average over",
     "fit.engine": "batched (fast, the default) | srfit (diffpy.srfit, for cross-checks)",
     "fit.calculator": "srfit engine only: motex | srreal (needs diffpy.srreal)",

@@ -19,7 +19,7 @@ from campaign_fixtures import PDF_SETTINGS, assert_same_store
 from motex_dask.campaign import run_campaign, stability_store
 from motex_dask.campaign_file import load_campaign
 from motex_dask.pdf import pdf_from_atoms, write_gr
-from motex_dask.proposal import BLIND
+from motex_dask.proposal import BLIND, MUTATION, SHAPE
 from motex_dask.stability import Ranking
 from motex_dask.store import CampaignStore
 from motex_dask.store.layout import ATTR
@@ -49,7 +49,9 @@ def write_case(folder: Path, max_fits: int = 0) -> Path:
     (folder / "cluster_profiles" / "two.yaml").write_text(PROFILE)
     doc = {"structure": "model.xyz", "data": "data.gr", "permute": ["C"], "output": "results", "cluster": "two",
            "catalogue": {"size": 6000, "chunk_size": 200, "seed": 5, "strategy": "adaptive",
-                         "adaptive": {"round_size": 400, "tolerance": 0.1, "patience": 2, "max_fits": max_fits}},
+                         "adaptive": {"round_size": 400, "tolerance": 0.1, "patience": 2, "max_fits": max_fits,
+                                      # every kind of row, so the resume test covers each
+                                      "mutation_share": 0.3, "shape_share": 0.2, "mutate": "boundary"}},
            "fit": {"rmin": 1.0, "rmax": 8.0},
            "learn": {"tune": False, "max_rounds": 150, "bootstrap": 20, "explain_rows": 0}}
     path = folder / "campaign.yaml"
@@ -93,6 +95,11 @@ def test_the_round_ledger_matches_the_rows(finished):
     assert (origin[:first["stop"]] == BLIND).all()
     later = origin[first["stop"]:]
     assert 0.05 < (later == BLIND).mean() < 0.4  # blind_share 0.2 of every later round
+    assert 0.05 < (later == SHAPE).mean() < 0.4  # shape_share 0.2: sphere cuts around the elite ...
+    shape_kind = store.array("shape_kind")[:]
+    assert (shape_kind[origin == SHAPE] == 1).all() and (shape_kind[origin == MUTATION] == 0).all()
+    plan = rounds[-1]["plan"]  # ... cut where the ledger says
+    assert plan["mutate"] == "boundary" and len(plan["centres"]) == len(plan["radii"]) == len(plan["elites"])
     fits = [r["ranking"]["fits"] for r in rounds]
     assert fits == sorted(fits)
 

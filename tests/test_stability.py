@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from motex_dask.catalogue import chunk_draw, chunk_masks
-from motex_dask.proposal import (BLIND, FLOOR, MODEL, MUTATION, SHAPE, RoundPlan, boundary, elite_spheres, neighbours,
+from motex_dask.proposal import (BLIND, FLOOR, MODEL, MUTATION, SHAPE, SHAPE_KEEP, RoundPlan, boundary, elite_spheres, neighbours,
                                  next_keep, plan_round)
 from motex_dask.settings import AdaptiveSettings, CatalogueSettings, SettingError
 from motex_dask.stability import Ranking, StoppingRule, compare, decision, format_report, report, undecided
@@ -41,6 +41,27 @@ def test_undefined_atoms_are_left_out_of_tau_and_never_motif():
     assert json.loads(json.dumps(a.to_dict()))["contribution"][2] is None  # no NaN in the ledger
     back = Ranking.from_dict(a.to_dict())
     assert np.isnan(back.contribution[2]) and np.array_equal(back.rank, a.rank)
+
+
+def test_the_best_boundary_ignores_the_sign_noise_of_atoms_far_from_the_motif():
+    """boundary best: the motif side is the best candidate's size in lowest contributions, τ over the
+    atoms either ranking puts among its 2k lowest; atoms near 0 that swap sign do not count."""
+    a = replace(ranking([-3, -2, -1, -1e-4, 1e-4, 2e-4, 5e-4, 3, 2, 1]), best_size=3)
+    b = replace(ranking([-3, -2.5, -1, 1e-4, -1e-4, -2e-4, -3e-4, 3, 2, 1]), best_size=3)
+    assert compare(a, b)["crossings"] == 4  # sign: atoms 3-6 crossed
+    best = compare(a, b, "best")
+    assert best["crossings"] == 0 and list(np.flatnonzero(a.motif_side("best"))) == [0, 1, 2]
+    # τ over atoms 0-6 (the 6 lowest of either): 0-2 keep their order, 3-6 reverse theirs
+    both = [0, 1, 2, 3, 4, 5, 6]
+    assert best["tau"] == pytest.approx(compare(ranking(a.contribution[both]), ranking(b.contribution[both]))["tau"])
+    rows = report([a, b], StoppingRule(tolerance=0.1, min_tau=0.0, boundary="best"))
+    assert rows[1]["crossings"] == 0 and rows[1]["stable"] and rows[0]["motif_size"] == 3
+    assert not report([a, b], StoppingRule(tolerance=0.1, min_tau=0.0))[1]["stable"]  # sign: 4 > 1
+    back = Ranking.from_dict(json.loads(json.dumps(b.to_dict())))
+    assert back.best_size == 3 and np.array_equal(back.motif_side("best"), b.motif_side("best"))
+    # a ledger without best_size (written before it existed): the sign decides
+    old = {k: v for k, v in b.to_dict().items() if k != "best_size"}
+    assert np.array_equal(Ranking.from_dict(old).motif_side("best"), b.motif)
 
 
 def test_undecided_counts_rank_intervals_across_the_boundary():
@@ -119,8 +140,9 @@ def test_compact_proposals_cut_spheres_around_the_elite_and_mutate_only_its_boun
     assert np.allclose(plan.centres, centres) and np.allclose(plan.radii, radii)
     assert np.linalg.norm(centres[0] - pos[elites[0]].mean(axis=0)) < 1e-9 and 4.0 < radii[0] < 7.0
     # a ledger written before shape rows and boundary mutations reads as neither
-    old = {k: v for k, v in plan.to_dict().items() if k not in ("mutate", "shape_share", "centres", "radii")}
-    assert RoundPlan.from_dict(old) == replace(plan, mutate="anywhere", shape_share=0.0, centres=(), radii=())
+    old = {k: v for k, v in plan.to_dict().items() if k not in ("mutate", "shape_share", "centres", "radii", "shape_keep")}
+    assert RoundPlan.from_dict(old) == replace(plan, mutate="anywhere", shape_share=0.0, centres=(), radii=(),
+                                               shape_keep=1.0)
 
     cat = CatalogueSettings(size=2000, chunk_size=200, seed=3, strategy="adaptive", adaptive=settings,
                             radius=(4.0, 7.0))
@@ -130,12 +152,16 @@ def test_compact_proposals_cut_spheres_around_the_elite_and_mutate_only_its_boun
     assert np.array_equal(drawn.masks, again.masks) and np.array_equal(drawn.centre, again.centre)
     assert np.array_equal(origin, origin_again) and set(np.unique(origin)) == {BLIND, MODEL, MUTATION, SHAPE}
     nn = 4.08 / np.sqrt(2)
-    for row in np.flatnonzero(origin == SHAPE):  # the recorded sphere is exactly the kept atoms
+    assert plan.shape_keep == SHAPE_KEEP < 1
+    kept, held = 0, 0
+    for row in np.flatnonzero(origin == SHAPE):  # the kept atoms lie inside the recorded sphere, thinned
         c, r = drawn.centre[row], drawn.axes[row, 0]
         inside = np.linalg.norm(pos - c, axis=1) <= r
-        assert np.array_equal(drawn.masks[row], inside) and drawn.shape[row] == 1
+        assert not (drawn.masks[row] & ~inside).any() and drawn.shape[row] == 1
+        kept, held = kept + drawn.masks[row].sum(), held + inside.sum()
         k = np.argmin(np.linalg.norm(centres - c, axis=1) + np.abs(radii - r))
         assert np.linalg.norm(centres[k] - c) <= nn + 1e-9 and 0.9 * radii[k] - 1e-9 <= r <= 1.1 * radii[k] + 1e-9
+    assert abs(kept / held - SHAPE_KEEP) < 0.05
     edges = boundary(elites, neighbours(pos))
     assert edges.any(axis=1).all() and not (edges & elites & (dist[None, :] < 3.0)).any()  # the core is inside
     for m in drawn.masks[origin == MUTATION]:  # one elite, flipped on its boundary only, at least once
