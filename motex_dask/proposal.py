@@ -98,15 +98,26 @@ class RoundPlan:
 
 
 def next_keep(p_motif: np.ndarray, elite_masks: np.ndarray, previous: np.ndarray | None,
-              smoothing: float, floor: float) -> np.ndarray:
+              smoothing: float, floor: float, combine: str = "mean") -> np.ndarray:
     """Keep probabilities of the next round's model draws (cross-entropy update).
 
-    The target is the mean of each atom's motif probability (NaN, undefined: 0.5) and its frequency
-    among the best candidates; it replaces `smoothing` of the previous probabilities.
+    The target combines each atom's motif probability (NaN, undefined: 0.5) with its frequency among
+    the best candidates: `mean`, their mean; `product`, their odds multiplied (log-odds add, the
+    frequency Laplace-smoothed so neither opinion is certain), so a motif probability of 0.5 (an atom
+    the model does not use: most atoms far from a compact motif in a large model) leaves the elite
+    frequency as it is instead of pulling the atom towards 0.5. The target replaces `smoothing` of
+    the previous probabilities.
     """
     target = np.nan_to_num(np.asarray(p_motif, dtype=np.float64), nan=0.5)
     if len(elite_masks):
-        target = 0.5 * (target + np.asarray(elite_masks, dtype=np.float64).mean(axis=0))
+        elite = np.asarray(elite_masks, dtype=np.float64)
+        if combine == "product":
+            freq = (elite.sum(axis=0) + 1.0) / (len(elite) + 2.0)
+            p = np.clip(target, floor, 1.0 - floor)
+            odds = p / (1.0 - p) * freq / (1.0 - freq)
+            target = odds / (1.0 + odds)
+        else:
+            target = 0.5 * (target + elite.mean(axis=0))
     keep = target if previous is None else smoothing * target + (1.0 - smoothing) * np.asarray(previous)
     return np.clip(keep, floor, 1.0 - floor)
 
@@ -133,7 +144,7 @@ def plan_round(settings: Any, round_: int, start: int, stop: int, p_motif: np.nd
     if round_ == 0 or p_motif is None:
         return RoundPlan(round_, start, stop)
     prev_keep = np.asarray(previous.keep) if previous is not None and previous.keep else None
-    keep = next_keep(p_motif, elite_masks, prev_keep, SMOOTHING, FLOOR)
+    keep = next_keep(p_motif, elite_masks, prev_keep, SMOOTHING, FLOOR, settings.combine)
     elites = tuple(tuple(np.flatnonzero(m).tolist()) for m in elite_masks)
     shape_share = settings.shape_share if elites else 0.0
     centres, radii = elite_spheres(elite_masks, np.asarray(positions, dtype=np.float64)) if shape_share \

@@ -27,6 +27,7 @@ FIRST_STRATEGIES = (*PART_STRATEGIES, "mixed")
 #: Which candidates an adaptive campaign explains.
 EXPLAIN_ROWS = ("blind", "all")
 MUTATE_ATOMS = ("anywhere", "boundary")
+KEEP_COMBINE = ("mean", "product")
 #: Adaptive settings that may change between runs of one store (they decide when to stop, not what is drawn).
 STOPPING_KEYS = ("tolerance", "min_tau", "patience", "max_fits", "explain", "boundary")
 BOUNDARIES = ("sign", "best")
@@ -198,6 +199,7 @@ class AdaptiveSettings:
     mutation_share: float = 0.4
     shape_share: float = 0.0
     mutate: str = "anywhere"
+    combine: str = "mean"
     elite: int = 20
     tolerance: float = 0.05
     min_tau: float = 0.8
@@ -219,6 +221,8 @@ class AdaptiveSettings:
                  f"[0, {1 - self.blind_share - self.mutation_share:g}] (got {self.shape_share})")
         _require(self.mutate in MUTATE_ATOMS, "adaptive.mutate",
                  f"must be one of {', '.join(MUTATE_ATOMS)} (got {self.mutate!r})")
+        _require(self.combine in KEEP_COMBINE, "adaptive.combine",
+                 f"must be one of {', '.join(KEEP_COMBINE)} (got {self.combine!r})")
         _require(self.elite >= 1, "adaptive.elite", f"must be >= 1 (got {self.elite})")
         _require(0 < self.tolerance < 1, "adaptive.tolerance", f"must lie in (0, 1) (got {self.tolerance})")
         _require(-1 <= self.min_tau <= 1, "adaptive.min_tau", f"must lie in [-1, 1] (got {self.min_tau})")

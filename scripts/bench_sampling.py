@@ -69,7 +69,8 @@ def run_mode(base, mode: str, args, folder: Path, truth_perm: np.ndarray, rule: 
     cat = base.catalogue
     guided = {"blind_share": 1.0, "mutation_share": 0.0, "shape_share": 0.0} if mode == "blind" else \
         {k: v for k, v in (("blind_share", args.blind_share), ("mutation_share", args.mutation_share),
-                           ("shape_share", args.shape_share), ("mutate", args.mutate), ("elite", args.elite))
+                           ("shape_share", args.shape_share), ("mutate", args.mutate), ("elite", args.elite),
+                           ("combine", args.combine))
          if v is not None}
     ad = replace(cat.adaptive, first=args.first, round_size=args.round_size, tolerance=rule.tolerance,
                  min_tau=rule.min_tau, patience=10**6, max_fits=0, explain=args.explain,
@@ -103,7 +104,7 @@ def run_mode(base, mode: str, args, folder: Path, truth_perm: np.ndarray, rule: 
             "own_stop": None if own is None else {"fits": own["fits"], "recovery": own["recovery"]},
             "seconds": time.perf_counter() - t0,
             "settings": {k: getattr(ad, k) for k in ("first", "round_size", "blind_share", "mutation_share",
-                                                     "shape_share", "mutate", "elite", "explain")},
+                                                     "shape_share", "mutate", "combine", "elite", "explain")},
             "ledger": [{k: r[k] for k in ("fits", "recovery", "tau", "crossings", "undecided", "best_rwp",
                                           "stable", "final")} for r in rows]}
 
@@ -125,6 +126,7 @@ def main() -> int:
     ap.add_argument("--shape-share", type=float, default=None, help="sphere cuts around the elite (compact motifs)")
     ap.add_argument("--mutate", default=None, choices=("anywhere", "boundary"))
     ap.add_argument("--elite", type=int, default=None)
+    ap.add_argument("--combine", default=None, choices=("mean", "product"), help="keep-probability update")
     ap.add_argument("--keep", default=None, help="keep the stores in this folder (default: a temporary one)")
     ap.add_argument("--modes", nargs="+", default=["adaptive", "blind"], choices=("adaptive", "blind"))
     ap.add_argument("--json", action="store_true")
