@@ -53,6 +53,8 @@ FIELD_HELP: dict[str, str] = {
                                       "candidates (compact motifs in large models)",
     "catalogue.adaptive.mutate": "adaptive only: anywhere | boundary: which atoms a mutation flips (boundary: "
                                  "keeps a compact candidate compact)",
+    "catalogue.adaptive.combine": "adaptive only: mean | product: how motif probability and elite frequency "
+                                  "make an atom's keep probability (product: large models)",
     "catalogue.adaptive.elite": "adaptive only: how many lowest-R_wp candidates guide (and are mutated in) a round",
     "catalogue.adaptive.tolerance": "adaptive only: stable when at most tolerance·N atoms crossed the motif boundary",
     "catalogue.adaptive.min_tau": "adaptive only: ... and Kendall tau to the previous round's ranking is at least this",

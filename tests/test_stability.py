@@ -93,6 +93,11 @@ def test_next_keep_moves_towards_motif_probability_and_elite_frequency_and_never
     assert keep == pytest.approx([1 - FLOOR, FLOOR, 0.5, 0.25])
     smoothed = next_keep(p_motif, elites, np.full(4, 0.5), smoothing=0.5, floor=FLOOR)
     assert smoothed == pytest.approx([0.75, 0.25, 0.5, 0.375])
+    # product: log-odds add; an atom the model does not use (0.5, or undefined) keeps its elite frequency
+    # (Laplace-smoothed: (count + 1) / (elites + 2)), so it no longer drifts towards 0.5
+    product = next_keep(np.array([0.5, np.nan, 0.9, 0.1]), elites, None, smoothing=0.7, floor=FLOOR,
+                        combine="product")
+    assert product == pytest.approx([0.75, 0.25, 0.9, 1 / 28])  # frequencies 3/4, 1/4, 1/2, 1/4
 
 
 def test_a_round_is_a_pure_function_of_settings_round_and_previous_results():
@@ -179,6 +184,8 @@ def test_adaptive_settings_are_validated_with_the_field_and_the_fix():
         AdaptiveSettings(first="exhaustive")
     with pytest.raises(SettingError, match=r"mutation_share\] = \[0, 0.4\]"):
         AdaptiveSettings(blind_share=0.2, mutation_share=0.4, shape_share=0.5)
+    with pytest.raises(SettingError, match="mean, product"):
+        AdaptiveSettings(combine="sum")
     with pytest.raises(SettingError, match="anywhere, boundary"):
         AdaptiveSettings(mutate="near")
     with pytest.raises(SettingError, match="adaptive.first: mixed"):
