@@ -12,10 +12,11 @@ out of a truth. The truth of every frame goes to truth.json ({frame file: [atom 
 
 Why these two motifs (README, "Time-resolved series", has the numbers): both are recovered exactly
 by ML-MotEx. The whole 55-atom cluster is not a stage (with every atom true, the overlap is 100 %
-whatever the ranking), nor is the bare 13-atom core: the fits single it out (R_wp 0.110 against
->= 0.38 for any other 13 atoms tried), but ML-MotEx's ranking puts its first shell behind the edge
-atoms on every catalogue tried, because edge atoms repeat the core's own 3.0/4.9/5.8 Å distances
-while first-shell and edge atoms together make 4.2 Å pairs, where the core's PDF has a trough.
+whatever the ranking), nor is the bare 13-atom core: the fits single it out (R_wp 0.114 against
+>= 0.38 for any other 13 atoms tried: scripts/check_series_core.py), but ML-MotEx's ranking puts its
+first shell behind the edge atoms on every catalogue tried, because edge atoms repeat the core's own
+3.0/4.9/5.8 Å distances while first-shell and edge atoms together make 4.2 Å pairs, where the
+core's PDF has a trough.
 
     python scripts/build_series_demo.py [--out workflows/data/au55_series]
 """
