@@ -59,6 +59,19 @@ class FitResult:
         else:
             self.mark(row, Status.NONFINITE)
 
+    def set_rows(self, rows: np.ndarray, rwp: np.ndarray, scale: np.ndarray, values: dict[str, np.ndarray],
+                 frame: int | None = None) -> None:
+        """`set_row` for the rows `rows` (of frame `frame` in a series) at once, from aligned arrays."""
+        ok = np.isfinite(rwp) & np.isfinite(scale)
+        for name in self.params:
+            ok &= np.isfinite(values[name])
+        at = rows[ok] if frame is None else (rows[ok], frame)
+        self.rwp[at], self.scale[at] = rwp[ok], scale[ok]
+        for name in self.params:
+            self.params[name][at] = values[name][ok]
+        self.status[at] = Status.OK
+        self.mark(rows[~ok] if frame is None else (rows[~ok], frame), Status.NONFINITE)
+
     def mark(self, row, status: Status) -> None:
         """Flag rows as not fitted; EMPTY rows get rwp 1 and scale 0 (their model is G = 0)."""
         self.rwp[row] = 1.0 if status == Status.EMPTY else np.nan

@@ -205,7 +205,7 @@ def transform_matrix(grid: QGrid, r: np.ndarray, rstep: float, qdamp: float) -> 
     sines = np.sin(np.pi * np.arange(2 * npad) / npad)  # sin(Q_k r_j) = sines[k*j mod 2*Npad2]
 
     def sine(j: np.ndarray) -> np.ndarray:
-        return sines[np.outer(j, k) % (2 * npad)]
+        return sines[np.outer(j, k) & (2 * npad - 1)]  # modulo the power of two 2*Npad2
 
     t = (1.0 - whi)[:, None] * sine(jlo) + whi[:, None] * sine(jlo + 1)
     t *= (2.0 / math.pi) * grid.qstep
