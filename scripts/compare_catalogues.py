@@ -1,14 +1,19 @@
 """Run one demo campaign with uniform-size, cookie-cutter and mixed catalogues; compare motif recovery.
 
-Every variant gets the campaign's catalogue size (equal fit counts) and its own output folder. The
-cookie-cutter variant is the campaign file's catalogue as written (it must be cookie-cutter); the
-mixed one gives half the rows to that cookie-cutter and half to uniform-size. Recovery is measured
-against the truth file next to the structure (``<name>_truth.txt``, from build_nanoparticle_demo.py):
+Every variant gets the campaign's catalogue size (equal fit counts), chunk size and seed, and its
+own output folder. The cookie-cutter variant is the campaign file's catalogue as written when that
+is cookie-cutter, else the keys given with ``--cookie`` (a YAML mapping such as
+``"{radius: [6, 10], keep_probability: 1.0}"``); the mixed one gives half the rows to that
+cookie-cutter and half to uniform-size. Recovery is measured against the truth file next to the
+structure (``<name>_truth.txt``, from build_nanoparticle_demo.py):
 
 * ``overlap``: the k atoms with the lowest contribution values against the k truth atoms (top-k);
-* ``best_candidate_overlap``: |best (lowest R_wp) candidate ∩ truth| / k, and that candidate's size.
+* ``best_candidate_overlap``: |best (lowest R_wp) candidate ∩ truth| / k, and that candidate's size;
+* ``best_1pct_overlap``: no ML: the k atoms kept most often among the 1 % of fits with the lowest
+  R_wp, against the truth (whether the fits themselves locate the motif).
 
-    python scripts/compare_catalogues.py workflows/au_aggregate.yaml [--size N] [--out DIR] [--json]
+    python scripts/compare_catalogues.py workflows/au_aggregate.yaml --cookie "{radius: [6, 10], keep_probability: 1.0}"
+    python scripts/compare_catalogues.py workflows/auag_rod.yaml [--size N] [--out DIR] [--json]
 
 Wall times are end to end (fits, learning, explanation, report) on whatever the machine is doing.
 """
@@ -27,14 +32,15 @@ import yaml
 
 from motex_dask.campaign import run_campaign
 from motex_dask.campaign_file import load_campaign
+from motex_dask.fit import Status
+from motex_dask.store import CampaignStore
 
 VARIANTS = ("uniform-size", "cookie-cutter", "mixed")
 
 
-def variant_catalogue(catalogue: dict, variant: str) -> dict:
+def variant_catalogue(catalogue: dict, cookie: dict, variant: str) -> dict:
     """The campaign's catalogue section rewritten for one variant (size, chunks and seed kept)."""
     common = {k: catalogue[k] for k in ("size", "chunk_size", "seed") if k in catalogue}
-    cookie = {k: v for k, v in catalogue.items() if k not in common}
     if variant == "uniform-size":
         return {**common, "strategy": "uniform-size"}
     if variant == "cookie-cutter":
@@ -57,9 +63,15 @@ def recovery(output: Path, truth: np.ndarray) -> dict:
     # The demos permute every atom, so permuted-atom indices are the model's atom indices.
     best = pd.read_csv(output / "best_candidates.csv").set_index("name").loc["best_candidate_01"]
     kept = np.array(str(best["kept_permuted"]).split(), dtype=np.int64)
+    store = CampaignStore.open_readonly(str(output / "store.zarr"))
+    ok = np.flatnonzero(store.array("status")[:] == int(Status.OK))
+    rwp = store.array("rwp")[:][ok]
+    best_share = ok[np.argsort(rwp, kind="stable")[:max(1, len(ok) // 100)]]
+    often = np.argsort(-store.array("mask")[:][best_share].sum(axis=0), kind="stable")[:k]
     return {"overlap": len(np.intersect1d(top, truth)) / k,
             "best_candidate_overlap": len(np.intersect1d(kept, truth)) / k,
-            "best_candidate_size": int(kept.size), "best_candidate_rwp": float(best["rwp"])}
+            "best_candidate_size": int(kept.size), "best_candidate_rwp": float(best["rwp"]),
+            "best_1pct_overlap": len(np.intersect1d(often, truth)) / k}
 
 
 def main() -> None:
@@ -68,17 +80,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="candidates per variant (default: the campaign's)")
     parser.add_argument("--out", type=Path, default=Path("results/compare"))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--cookie", type=yaml.safe_load,
+                        help="the cookie-cutter variant's keys, a YAML mapping (default: the campaign's "
+                             "catalogue, which must then be cookie-cutter)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
     base = yaml.safe_load(args.campaign.read_text())
-    if base["catalogue"].get("strategy") != "cookie-cutter":
-        parser.error(f"{args.campaign}: catalogue.strategy must be cookie-cutter (the variant to compare)")
+    if args.cookie is not None:
+        if not isinstance(args.cookie, dict):
+            parser.error(f"--cookie {args.cookie!r}: give a YAML mapping, e.g. \"{{radius: [6, 10]}}\"")
+        cookie = {"strategy": "cookie-cutter", **args.cookie}
+    elif base["catalogue"].get("strategy") == "cookie-cutter":
+        cookie = {k: v for k, v in base["catalogue"].items() if k not in ("size", "chunk_size", "seed")}
+    else:
+        parser.error(f"{args.campaign}: catalogue.strategy is not cookie-cutter; give the cookie-cutter "
+                     "variant's keys with --cookie")
     truth = truth_of(args.campaign)
     folder = args.campaign.resolve().parent
     rows = []
     for variant in args.variants:
         settings = copy.deepcopy(base)
-        settings["catalogue"] = variant_catalogue(base["catalogue"], variant)
+        settings["catalogue"] = variant_catalogue(base["catalogue"], cookie, variant)
         if args.size:
             settings["catalogue"]["size"] = args.size
         out = (args.out / f"{args.campaign.stem}-{variant}").resolve()
