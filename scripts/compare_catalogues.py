@@ -92,9 +92,11 @@ def main() -> None:
         cookie = {"strategy": "cookie-cutter", **args.cookie}
     elif base["catalogue"].get("strategy") == "cookie-cutter":
         cookie = {k: v for k, v in base["catalogue"].items() if k not in ("size", "chunk_size", "seed")}
-    else:
+    elif {"cookie-cutter", "mixed"} & set(args.variants):
         parser.error(f"{args.campaign}: catalogue.strategy is not cookie-cutter; give the cookie-cutter "
                      "variant's keys with --cookie")
+    else:
+        cookie = {}  # only uniform-size runs
     truth = truth_of(args.campaign)
     folder = args.campaign.resolve().parent
     rows = []
