@@ -19,7 +19,7 @@ from motex_dask.campaign_file import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.store import LOCK_KEY, CampaignStore, status_report
 
-SIZE, CHUNK = 3600, 100          # 36 chunks: more than five killed runs get through
+SIZE, CHUNK = 7200, 100          # 72 chunks: the fit stage outlasts the five kills and a Ctrl-C by far
 #: Kill moments: when the run holds the lock (0), then when this many chunks are committed.
 KILL_AFTER_CHUNKS = (0, 3, 8, 14, 21)
 PROFILE = """kind: local
