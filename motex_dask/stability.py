@@ -28,6 +28,23 @@ import numpy as np
 from scipy.stats import kendalltau
 
 
+def truth_overlap(contribution: np.ndarray, truth: np.ndarray, k: int | None = None) -> float:
+    """Share of the k lowest-contribution atoms that are true motif atoms (k: the truth's size).
+
+    Atoms tied at the k-th value share the slots left in proportion (the expected overlap under a
+    random order of the ties): a model that never uses most atoms gives them all exactly 0, and
+    breaking that tie by atom order would credit whichever motif the model file lists first.
+    `truth`: a boolean mask or indices into `contribution`; NaN counts as the highest value.
+    """
+    c = np.nan_to_num(np.asarray(contribution, dtype=np.float64), nan=np.inf)
+    is_true = np.zeros(c.size, dtype=bool)
+    is_true[np.asarray(truth)] = True
+    k = int(is_true.sum()) if k is None else k
+    kth = np.sort(c)[k - 1]
+    below, tied = c < kth, c == kth
+    return float((is_true[below].sum() + (k - below.sum()) * is_true[tied].sum() / tied.sum()) / k)
+
+
 @dataclass(frozen=True)
 class Ranking:
     """The atom ranking after `fits` successful fits (arrays in permuted-atom order)."""

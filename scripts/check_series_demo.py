@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from motex_dask.stability import truth_overlap
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,11 +30,9 @@ def frame_overlaps(table: pd.DataFrame, truth: dict[str, list[int]]) -> list[dic
     rows = []
     for frame, part in table.groupby("frame", sort=False):
         true = set(truth[frame])
-        ranked = part.sort_values("contribution", kind="stable")
-        lowest = set(ranked["index"].iloc[:len(true)])
         is_true = part["index"].isin(true)
         gap = part.loc[~is_true, "contribution"].min() - part.loc[is_true, "contribution"].max()
-        rows.append({"frame": frame, "n": len(true), "overlap": len(true & lowest) / len(true),
+        rows.append({"frame": frame, "n": len(true), "overlap": truth_overlap(part["contribution"].to_numpy(), is_true.to_numpy()),
                      "negative": int((part["contribution"] < 0).sum()),
                      "gap": float(gap) if (~is_true).any() else None})
     return rows

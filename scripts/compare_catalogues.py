@@ -33,6 +33,7 @@ import yaml
 from motex_dask.campaign import run_campaign
 from motex_dask.campaign_file import load_campaign
 from motex_dask.fit import Status
+from motex_dask.stability import truth_overlap
 from motex_dask.store import CampaignStore
 
 VARIANTS = ("uniform-size", "cookie-cutter", "mixed")
@@ -59,7 +60,6 @@ def recovery(output: Path, truth: np.ndarray) -> dict:
     """Top-k overlap of the contributions and overlap of the best candidate with the truth."""
     k = len(truth)
     table = pd.read_csv(output / "atom_contributions.csv")
-    top = table.sort_values("contribution", kind="stable")["index"].to_numpy()[:k]
     # The demos permute every atom, so permuted-atom indices are the model's atom indices.
     best = pd.read_csv(output / "best_candidates.csv").set_index("name").loc["best_candidate_01"]
     kept = np.array(str(best["kept_permuted"]).split(), dtype=np.int64)
@@ -68,7 +68,7 @@ def recovery(output: Path, truth: np.ndarray) -> dict:
     rwp = store.array("rwp")[:][ok]
     best_share = ok[np.argsort(rwp, kind="stable")[:max(1, len(ok) // 100)]]
     often = np.argsort(-store.array("mask")[:][best_share].sum(axis=0), kind="stable")[:k]
-    return {"overlap": len(np.intersect1d(top, truth)) / k,
+    return {"overlap": truth_overlap(table["contribution"].to_numpy(), table["index"].isin(truth).to_numpy()),
             "best_candidate_overlap": len(np.intersect1d(kept, truth)) / k,
             "best_candidate_size": int(kept.size), "best_candidate_rwp": float(best["rwp"]),
             "best_1pct_overlap": len(np.intersect1d(often, truth)) / k}

@@ -13,7 +13,8 @@ from motex_dask.catalogue import chunk_draw, chunk_masks
 from motex_dask.proposal import (BLIND, FLOOR, MODEL, MUTATION, SHAPE, SHAPE_KEEP, RoundPlan, boundary, elite_spheres, neighbours,
                                  next_keep, plan_round)
 from motex_dask.settings import AdaptiveSettings, CatalogueSettings, SettingError
-from motex_dask.stability import Ranking, StoppingRule, compare, decision, format_report, report, undecided
+from motex_dask.stability import (Ranking, StoppingRule, compare, decision, format_report, report, truth_overlap,
+                                  undecided)
 
 
 def ranking(contribution, fits=100, best=0.5, low=None, high=None) -> Ranking:
@@ -191,3 +192,15 @@ def test_adaptive_settings_are_validated_with_the_field_and_the_fix():
     with pytest.raises(SettingError, match="adaptive.first: mixed"):
         CatalogueSettings(chunk_size=200, strategy="adaptive", adaptive=AdaptiveSettings(round_size=400),
                           parts=({"strategy": "uniform-size", "share": 1.0},))
+
+
+def test_truth_overlap_shares_the_slots_of_tied_atoms_instead_of_using_atom_order():
+    # six atoms, truth {0, 1, 2}: atom 3 is clearly lowest, then four atoms tie at 0 (a model that
+    # never used them); atom order would put truth atoms 0 and 1 in the two remaining slots
+    contribution = np.array([0.0, 0.0, 0.0, -0.5, 0.0, 0.3])
+    assert truth_overlap(contribution, np.array([0, 1, 2])) == pytest.approx((0 + 2 * 3 / 4) / 3)
+    mask = np.array([True, True, True, False, False, False])
+    assert truth_overlap(contribution, mask) == truth_overlap(contribution, np.array([0, 1, 2]))
+    # no ties: the plain top-k share; NaN (undefined) counts as the highest value
+    assert truth_overlap(np.array([-3.0, -2.0, np.nan, -1.0]), np.array([0, 2])) == 0.5
+    assert truth_overlap(np.array([-3.0, -2.0, 1.0, 2.0]), np.array([0, 1])) == 1.0
