@@ -786,6 +786,11 @@ class BatchedEngine:
         self._kernel = np.concatenate(
             [base * np.exp(-un * fit.qbroad**2 * xd**2) for un in self._unodes], axis=1).astype(np.float32)
 
+    @property
+    def n_grids(self) -> int:
+        """Q grids whose data this engine holds (a long-lived worker builds each once)."""
+        return len(self._grids)
+
     def _grid_data(self, grid: QGrid) -> _GridData:
         if grid not in self._grids:
             self._grids[grid] = _GridData(grid, self.inst, self.r, self.frames, self.pairs)
