@@ -28,14 +28,19 @@ from motex_dask.stability import truth_overlap
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_campaign(base: Path, workdir: Path, size: int, workers: int, tag: str) -> Path:
-    """A copy of the base campaign with its own size, output folder and a local profile."""
+def write_campaign(base: Path, workdir: Path, size: int, workers: int, tag: str, chunk_size: int | None = None,
+                   **keys) -> Path:
+    """A copy of the base campaign with its own size, output folder and a local profile; `keys`
+    replace top-level keys (data, store, ...)."""
     campaign = yaml.safe_load(base.read_text())
     for key in ("structure", "data"):
         campaign[key] = str((base.parent / campaign[key]).resolve())
     campaign["catalogue"]["size"] = size
+    if chunk_size is not None:
+        campaign["catalogue"]["chunk_size"] = chunk_size
     campaign["output"] = str(workdir / tag)
     campaign.pop("store", None)
+    campaign.update(keys)
     profile = workdir / f"local-{workers}.yaml"
     profile.write_text(yaml.safe_dump({"kind": "local", "local": {
         "n-workers": workers, "threads-per-worker": 1, "dashboard-address": ":0"}}))

@@ -29,16 +29,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from motex_dask.pdf import pdf_from_atoms, write_gr
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_campaign import RUNNER, write_campaign  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "workflows" / "c60.yaml"
-RUNNER = ("import json, sys\n"
-          "from motex_dask.campaign import run_campaign\n"
-          "s = run_campaign(sys.argv[1], fits_only=True, progress=False)\n"
-          "print(json.dumps(s, default=str))")
 
 
 def write_frames(folder: Path, n: int) -> list[Path]:
@@ -62,25 +60,12 @@ def write_frames(folder: Path, n: int) -> list[Path]:
 
 
 def campaign(workdir: Path, tag: str, data, size: int, chunk: int, workers: int, store: Path) -> Path:
-    c = yaml.safe_load(BASE.read_text())
-    c["structure"] = str((BASE.parent / c["structure"]).resolve())
-    c["data"] = data
-    if isinstance(data, list):
-        c["frames_per_task"] = 10
-    c["catalogue"].update(size=size, chunk_size=chunk)
-    c["output"] = str(workdir / tag)
-    c["store"] = str(store)
-    profile = workdir / "local.yaml"
-    profile.write_text(yaml.safe_dump({"kind": "local", "local": {
-        "n-workers": workers, "threads-per-worker": 1, "dashboard-address": ":0"}}))
-    c["cluster"] = str(profile)
-    path = workdir / f"{tag}.yaml"
-    path.write_text(yaml.safe_dump(c, sort_keys=False))
-    return path
+    series = {"frames_per_task": 10} if isinstance(data, list) else {}
+    return write_campaign(BASE, workdir, size, workers, tag, chunk_size=chunk, data=data, store=str(store), **series)
 
 
 def fit_stage(path: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(path)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(path), "fits-only"], capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{path.name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["fits"]

@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import shutil
 import warnings
 from pathlib import Path
 

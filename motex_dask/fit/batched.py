@@ -967,7 +967,7 @@ class BatchedEngine:
         the fresh cost at `params`.
         """
         rc = self.recipe
-        nc, nk = keep.shape[0], len(self.pairs.kinds)
+        nc = keep.shape[0]
         present = counts > 0
         params = params.copy()
         grids, rlo, rhi = self._states(rc.physics(params), present)
