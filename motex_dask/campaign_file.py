@@ -182,7 +182,7 @@ def _series(spec: Any, base: Path, order: str, path: Path) -> tuple[Path, ...]:
     if isinstance(spec, str):  # a glob
         if order == "listed":
             raise bad(f"a glob ({spec!r}) has no order of its own; list the files to use frame_order: listed")
-        files = [Path(p) for p in glob.glob(str(base / spec), recursive=True) if Path(p).is_file()]
+        files = [Path(p).resolve() for p in glob.glob(str(base / spec), recursive=True) if Path(p).is_file()]
         if not files:
             raise bad(f"no file matches {spec!r} (relative to {base}); check the pattern")
     else:
@@ -192,7 +192,6 @@ def _series(spec: Any, base: Path, order: str, path: Path) -> tuple[Path, ...]:
         for file in files:
             if not file.is_file():
                 raise bad(f"frame {file} does not exist" if not file.is_dir() else f"{file} is a folder; name the file")
-    files = [f.resolve() for f in files]
     if order == "natural":
         files.sort(key=natural_key)
     names = [f.name for f in files]

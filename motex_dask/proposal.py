@@ -156,10 +156,12 @@ def plan_round(settings: Any, round_: int, start: int, stop: int, p_motif: np.nd
                      radii=tuple(float(r) for r in radii), shape_keep=SHAPE_KEEP if shape_share else 1.0)
 
 
-def neighbours(positions: np.ndarray) -> csr_matrix:
-    """(n, n) adjacency of atoms closer than NEIGHBOUR_CUTOFF nearest-neighbour distances."""
+def neighbours(positions: np.ndarray, nn: float | None = None) -> csr_matrix:
+    """(n, n) adjacency of atoms closer than NEIGHBOUR_CUTOFF nearest-neighbour distances (nn: that
+    distance, when the caller has it)."""
     n = len(positions)
-    pairs = cKDTree(positions).query_pairs(NEIGHBOUR_CUTOFF * nearest_neighbour_distance(positions),
+    nn = nearest_neighbour_distance(positions) if nn is None else nn
+    pairs = cKDTree(positions).query_pairs(NEIGHBOUR_CUTOFF * nn,
                                            output_type="ndarray") if n > 1 else np.zeros((0, 2), dtype=np.int64)
     i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
     return csr_matrix((np.ones(len(i), dtype=np.int32), (i, j)), shape=(n, n))
@@ -194,6 +196,7 @@ def draw(plan: RoundPlan, blind: np.ndarray, rng: np.random.Generator, positions
     masks[origin == MODEL] = model[origin == MODEL]
     centre, radius = np.zeros((rows, 3)), np.zeros(rows)
     if plan.shape_share or plan.mutate != "anywhere":  # the newer streams (see the module docstring)
+        nn = nearest_neighbour_distance(positions)
         spick = rng.integers(0, max(len(plan.centres), 1), size=rows)
         direction = rng.normal(size=(rows, 3))
         reach = rng.random(rows) ** (1 / 3)
@@ -207,7 +210,7 @@ def draw(plan: RoundPlan, blind: np.ndarray, rng: np.random.Generator, positions
             elite[k, list(atoms)] = True
         mut = origin == MUTATION
         if plan.mutate == "boundary":
-            edge = boundary(elite, neighbours(positions))[pick]
+            edge = boundary(elite, neighbours(positions, nn))[pick]
             edge[~edge.any(axis=1)] = True  # an elite without a boundary (every atom kept): any atom
             count = edge.sum(axis=1)
             flip = edge & (bflip < (plan.flips / count)[:, None])
@@ -218,7 +221,7 @@ def draw(plan: RoundPlan, blind: np.ndarray, rng: np.random.Generator, positions
     cut = np.flatnonzero(origin == SHAPE)
     if len(cut):
         direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
-        shift = SHAPE_SHIFT * nearest_neighbour_distance(positions) * reach
+        shift = SHAPE_SHIFT * nn * reach
         centre[cut] = np.asarray(plan.centres)[spick[cut]] + direction[cut] * shift[cut, None]
         radius[cut] = np.asarray(plan.radii)[spick[cut]] * scale[cut]
         inside = ((positions[None, :, :] - centre[cut, None, :]) ** 2).sum(axis=2) <= radius[cut, None] ** 2

@@ -510,9 +510,14 @@ def _inspect(store: zarr.abc.store.Store, url: str) -> dict[str, Any] | None:
     return None
 
 
+def _frame_entries(frames: tuple[PDFData, ...]) -> list[dict[str, str]]:
+    """How the store records its frames (name and content hash), and how a later run is compared."""
+    return [{"name": Path(f.path).name, "sha256": frame_fingerprint(f)} for f in frames]
+
+
 def _grown_frames(url: str, stored: list[dict[str, str]], frames: tuple[PDFData, ...]) -> list[dict[str, str]]:
     """The store's frame list after this run: the stored frames unchanged, new ones after them."""
-    now = [{"name": Path(f.path).name, "sha256": frame_fingerprint(f)} for f in frames]
+    now = _frame_entries(frames)
     for i, old in enumerate(stored):
         if i >= len(now):
             raise InputError(f"{url}: frame {old['name']} is in the store but no longer in the campaign's data; "
@@ -590,7 +595,7 @@ def _create(store: zarr.abc.store.Store, url: str, campaign: Campaign, model: St
     if campaign.is_series:
         group.create_array(FRAME_LEDGER, shape=(nc, -(-nf // fb)), chunks=(1, 1), dtype="int32", fill_value=0,
                            compressors=[Crc32cCodec()], dimension_names=("chunk", "frame_block"), overwrite=True)
-        series = {"frames": [{"name": Path(f.path).name, "sha256": frame_fingerprint(f)} for f in frames],
+        series = {"frames": _frame_entries(frames),
                   "frames_per_task": fb}
     for name, (dtype, fill) in CHUNK_ARRAYS.items():
         group.create_array(name, shape=(nc,), chunks=(1,), dtype=dtype, fill_value=fill,
