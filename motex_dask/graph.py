@@ -138,7 +138,7 @@ def fit_chunk(problem: FitProblem, store: CampaignStore, c: int, duplicates: Pai
     if block is None:
         store.write_chunk(c, out, seconds)
     else:
-        store.write_block(c, b, lo, out if lo == 0 else {name: out[name] for name in store.frame_arrays}, seconds)
+        store.write_block(c, b, lo, out, seconds)  # it writes the per-candidate arrays with block 0 only
     return {"chunk": c, "rows": out["status"].size, "fits": int(todo.size) * (1 if block is None else hi - lo),
             "status": np.bincount(out["status"].ravel(), minlength=len(Status)).tolist(), "seconds": seconds}
 

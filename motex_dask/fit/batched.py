@@ -912,7 +912,7 @@ class BatchedEngine:
                             {name: best_params[~empty, j] for j, name in enumerate(rc.names)}, frame)
             # the next frame starts where this one ended; rows that failed here at the settings'
             # start, as a series continued from the stored (NaN) values of this frame does
-            ok = np.isfinite(best) & (npairs > 0)
+            ok = np.isfinite(best) & ~empty
             params0 = np.where(ok[:, None], best_params, rc.start[None, :])
 
     def _neighbour_starts(self, params: np.ndarray, present: np.ndarray, side: int):
