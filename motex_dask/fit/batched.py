@@ -28,7 +28,9 @@ form (a/b); the free parameters are refined with bounds by a projected Levenberg
 the variable-projection residual, candidate by candidate in numba; trial steps apply the QR
 factor to the model only, its Jacobian only once a step is accepted. Rounds of frozen Q grid and
 pair window follow `motex_dask.fit.window`; between rounds only pairs whose distance lies
-between a window edge's old and new position are looked at.
+between a window edge's old and new position are looked at. A series refines frame after frame,
+each from the previous frame's optimum; a batch's histograms move with the windows from one
+frame's start to the next (exact sums: a frame's numbers depend only on where it starts).
 """
 
 from __future__ import annotations
@@ -77,17 +79,22 @@ _FAST = {"arcp", "nsz"}  # NaN/inf semantics kept
 _OFFSETS = np.arange(N_TAPS, dtype=float) - (N_TAPS // 2 - 1)  # nodes around floor(s)
 _BARY = np.array([1.0 / np.prod(o - np.delete(_OFFSETS, i)) for i, o in enumerate(_OFFSETS)])
 KERNEL, EXACT = 0, 1  # evaluation paths
+# histogram weights are rounded to multiples of 2**-HIST_BITS (1.5e-8, below the float32 tables'
+# rounding): their float64 sums are then exact in any order (while a bin holds less than 2**27), so a
+# histogram moved pair by pair from the previous frame's window equals one built afresh, and a
+# series' later frames need not rebuild it
+HIST_BITS = 26
 
 
 def _spread_weights(x: np.ndarray, step: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """First node index and N_TAPS Lagrange weights placing each x on the grid m*step."""
+    """First node index and N_TAPS Lagrange weights (multiples of 2**-HIST_BITS) placing each x on the grid m*step."""
     s = x / step
     first = np.clip(np.floor(s).astype(np.int64) - (N_TAPS // 2 - 1), 0, n - N_TAPS)
     e = (s - first)[:, None] - (_OFFSETS + (N_TAPS // 2 - 1))[None, :]  # s - node
     w = np.empty_like(e)
     for i in range(N_TAPS):
         w[:, i] = _BARY[i] * np.prod(np.delete(e, i, axis=1), axis=1)
-    return first, w
+    return first, np.ldexp(np.round(np.ldexp(w, HIST_BITS)), -HIST_BITS)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -188,15 +195,18 @@ def _in_window(d, z, lo, hi):
     return dz >= lo and dz <= hi
 
 
+NONE, TABLES, HISTOGRAMS = 0, 1, 2  # what `_shift_windows` updates
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _shift_windows(keep, cand, by_d, pi, pj, pkind, pd, pm0, pw, z0, lo0, hi0, z1, lo1, hi1, kernel,
-                   tables, count, update):
+                   tables, hist, count, update):
     """Move candidate cand[n]'s pair window from (z0, lo0, hi0)[n] to (z1, lo1, hi1)[n].
 
     Only pairs whose distance lies between an edge's old and new position can enter or leave;
-    by_d lists the pairs by increasing distance, so just those bands are visited. With `update`,
-    tables[c] (and count[c]) are changed in place by the kernel rows of those pairs. Returns
-    which candidates changed.
+    by_d lists the pairs by increasing distance, so just those bands are visited. With `update`
+    TABLES, tables[c] changes in place by the kernel rows of those pairs; with HISTOGRAMS, hist[c]
+    by their weights (exactly, see HIST_BITS); either way count[c] follows. Returns which candidates changed.
     """
     ncol = kernel.shape[1]
     ntap = pw.shape[1]
@@ -220,13 +230,17 @@ def _shift_windows(keep, cand, by_d, pi, pj, pkind, pd, pm0, pw, z0, lo0, hi0, z
                 if was == now:
                     continue
                 changed[n] = True
-                if not update:
+                if update == NONE:
                     continue
-                sign = 1.0 if now else -1.0
                 count[c] += 1 if now else -1
+                if update == HISTOGRAMS:
+                    h = hist[c, pkind[p]]
+                    for i in range(ntap):
+                        h[pm0[p] + i] += pw[p, i] if now else -pw[p, i]
+                    continue
                 tab = tables[c, pkind[p]]
                 for i in range(ntap):
-                    wgt = sign * pw[p, i]
+                    wgt = pw[p, i] if now else -pw[p, i]
                     krow = kernel[pm0[p] + i]
                     for col in range(ncol):
                         tab[col] += wgt * krow[col]
@@ -526,7 +540,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
     the evaluations made to out[c, 2] and gets the start's (cost, scale) in out[c, 3:5]; cost = |Gobs - scale*G|².
     lo[c], hi[c]: the candidate's bounds (fixed parameters: lo = hi). mode picks the evaluation path;
     the path's per-candidate arrays are indexed by c (kernel tables) or by n (everything else).
-    ftol: the relative cost decrease (predicted or achieved) that ends a refinement.
+    ftol[c]: the relative cost decrease (predicted or achieved) that ends the candidate's refinement.
     """
     nfull, npar = matrix.shape
     fidx = np.flatnonzero(free)
@@ -611,7 +625,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
             pred = 0.0
             for k in range(m):
                 pred -= grad[k] * step[k]
-            if pred >= 0.0 and pred <= ftol * cost:
+            if pred >= 0.0 and pred <= ftol[c] * cost:
                 break
             accepted = False
             an = a
@@ -659,7 +673,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
             b = bn
             mu = max(mu / 3.0, 1e-9)
             radius = min(2.0 * radius, 1e6)
-            if cost - (g2 - a * a / b) <= ftol * cost or small:
+            if cost - (g2 - a * a / b) <= ftol[c] * cost or small:
                 break
         for k in range(npar):
             params[c, k] = p[k]
@@ -713,6 +727,18 @@ class _GridData:
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = np.where(fsum != 0, n / fsum**2, 0.0)
         return self.ffpair[None, :, :] * inv[:, None, :]
+
+
+class _Batch:
+    """Candidates refined together, frame after frame: what does not change between frames."""
+
+    def __init__(self, keep: np.ndarray, species: np.ndarray, n_elements: int, warm: np.ndarray) -> None:
+        self.keep = keep
+        self.counts = keep.astype(float) @ np.eye(n_elements)[species]  # atoms per element
+        self.warm = warm  # rows whose next frame starts from a previous frame's optimum
+        self.more = False  # whether another frame follows the one being refined
+        # kernel path: (histograms, tables, pair counts, zref, rlo, rhi) of the last frame's start windows
+        self.start_tables: tuple | None = None
 
 
 class BatchedEngine:
@@ -796,14 +822,32 @@ class BatchedEngine:
             self._grids[grid] = _GridData(grid, self.inst, self.r, self.frames, self.pairs)
         return self._grids[grid]
 
-    def _tables(self, keep, zref, rlo, rhi) -> tuple[np.ndarray, np.ndarray]:
-        """(pair counts, tables (nc, n_kinds, n_u*nx) float32) for candidates in windows (zref, rlo, rhi)."""
+    def _tables(self, batch: _Batch, zref, rlo, rhi) -> tuple[np.ndarray, np.ndarray]:
+        """(pair counts, tables (nc, n_kinds, n_u*nx) float32) of the batch in windows (zref, rlo, rhi).
+
+        The histograms of the previous frame's start are moved to these windows (exactly, see
+        HIST_BITS) instead of being built again; the tables are the same BLAS product of the same
+        histograms either way, so a frame's tables depend on its windows only (a series continued
+        later builds them afresh and gets the same bits). The rounds then change a copy in place.
+        """
+        keep = batch.keep
         nc, nk = keep.shape[0], len(self.pairs.kinds)
-        hist = np.zeros((nc, nk, self._nd))
-        count = _histograms(keep, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
-                            zref, rlo, rhi, hist)
-        tables = hist.reshape(nc * nk, self._nd).astype(np.float32) @ self._kernel
-        return count, tables.reshape(nc, nk, self._kernel.shape[1])
+        if batch.start_tables is None:
+            hist = np.zeros((nc, nk, self._nd))
+            count = _histograms(keep, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
+                                zref, rlo, rhi, hist)
+            changed = True
+        else:
+            hist, tables, count, z0, lo0, hi0 = batch.start_tables
+            changed = _shift_windows(keep, np.arange(nc), self._by_d, self._pi, self._pj, self._pkind, self._pd,
+                                     self._pm0, self._pw, z0, lo0, hi0, zref, rlo, rhi, self._kernel,
+                                     np.zeros((1, 1, 1), np.float32), hist, count, HISTOGRAMS).any()
+        if changed:
+            tables = (hist.reshape(nc * nk, self._nd).astype(np.float32) @ self._kernel).reshape(nc, nk, -1)
+        if not batch.more:
+            return count, tables
+        batch.start_tables = (hist, tables, count, zref.copy(), rlo.copy(), rhi.copy())
+        return count.copy(), tables.copy()
 
     def _pair_lists(self, keep, idx, zref, rlo, rhi):
         """(starts, distances, multiplicities) of candidates idx's windows (exact path)."""
@@ -841,6 +885,7 @@ class BatchedEngine:
         order = list(range(self.frames.shape[0]) if frames is None else frames)
         result = FitResult.pending(n, rc.columns, len(order) if self.series else None)
         params0 = np.tile(rc.start, (n, 1))
+        given = np.zeros(n, dtype=bool)
         if start is not None:
             start = np.asarray(start, dtype=float).reshape(n, len(rc.columns))
             given = np.isfinite(start).all(axis=1)
@@ -850,7 +895,8 @@ class BatchedEngine:
         # each would oversubscribe the cores (20x slower measured with 2 shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
             for lo in range(0, n, BATCH):
-                self._fit_batch(keep[lo:lo + BATCH], result, lo, params0[lo:lo + BATCH], order)
+                batch = _Batch(keep[lo:lo + BATCH], self.pairs.species, len(self.pairs.elements), given[lo:lo + BATCH])
+                self._fit_batch(batch, result, lo, params0[lo:lo + BATCH], order)
         return result
 
     def _eval_args(self, grid: QGrid, gd: _GridData, prefs: np.ndarray, tables, lists):
@@ -872,20 +918,23 @@ class BatchedEngine:
                   np.empty((13, PAIR_BLOCK)), np.empty((6, na)))
         return kd, ed
 
-    def _fit_batch(self, keep: np.ndarray, result: FitResult, offset: int, params0: np.ndarray,
+    def _fit_batch(self, batch: _Batch, result: FitResult, offset: int, params0: np.ndarray,
                    order: list[int]) -> None:
         rc = self.recipe
-        nc = keep.shape[0]
-        counts = keep.astype(float) @ np.eye(len(self.pairs.elements))[self.pairs.species]
+        nc = batch.keep.shape[0]
         lo, hi = np.tile(rc.lo, (nc, 1)), np.tile(rc.hi, (nc, 1))
         params0 = params0.copy()
         for k, f in enumerate(order):
-            npairs, best, best_scale, best_params = self._rounds(keep, counts, params0, lo, hi, f, FTOL)
+            # a start at the previous frame's optimum is already close: its first round ends at
+            # FTOL_LATER too (bench_series' C60 frames: 4.4 -> 3.7 evaluations in that round)
+            ftol0 = np.where(batch.warm, FTOL_LATER, FTOL)
+            batch.more = k + 1 < len(order)
+            npairs, best, best_scale, best_params = self._rounds(batch, slice(None), params0, lo, hi, f, ftol0)
             found = best_params.copy()
             for side in (-1, 1) if self.mode == EXACT else ():  # walk the objective's pieces (_neighbour_starts)
                 walking, at = np.flatnonzero(np.isfinite(best)), found
                 for _ in range(MAX_PIECE_STEPS):
-                    sel, start, lo_n, hi_n = self._neighbour_starts(at[walking], counts[walking] > 0, side)
+                    sel, start, lo_n, hi_n = self._neighbour_starts(at[walking], batch.counts[walking] > 0, side)
                     walking = walking[sel]
                     if walking.size == 0:
                         break
@@ -893,13 +942,12 @@ class BatchedEngine:
                     # already beats the best (a 1 % margin refined 3x as many pieces for a largest
                     # gain of 4e-5 in R_wp on the Ga2O3 bench masks, none on the v2 fixtures), to
                     # FTOL_LATER: its start is the neighbouring optimum, already close
-                    _, cost, _, _ = self._rounds(keep[walking], counts[walking], start, lo_n, hi_n, f, FTOL_LATER,
-                                                 refine=False)
+                    _, cost, _, _ = self._rounds(batch, walking, start, lo_n, hi_n, f, FTOL_LATER, refine=False)
                     promising = cost < best[walking]
                     rows = walking[promising]
                     if rows.size:
-                        _, cost, scale, par = self._rounds(keep[rows], counts[rows], start[promising],
-                                                           lo_n[promising], hi_n[promising], f, FTOL_LATER)
+                        _, cost, scale, par = self._rounds(batch, rows, start[promising], lo_n[promising],
+                                                           hi_n[promising], f, FTOL_LATER)
                         better = cost < best[rows]
                         best[rows[better]], best_scale[rows[better]] = cost[better], scale[better]
                         best_params[rows[better]] = par[better]
@@ -910,10 +958,10 @@ class BatchedEngine:
             result.mark(rows[empty] if frame is None else (rows[empty], frame), Status.EMPTY)
             result.set_rows(rows[~empty], np.sqrt(np.maximum(best[~empty], 0.0) / self.g2[f]), best_scale[~empty],
                             {name: best_params[~empty, j] for j, name in enumerate(rc.names)}, frame)
-            # the next frame starts where this one ended; rows that failed here at the settings'
+            # the next frame starts where this one ended; rows not stored OK here at the settings'
             # start, as a series continued from the stored (NaN) values of this frame does
-            ok = np.isfinite(best) & ~empty
-            params0 = np.where(ok[:, None], best_params, rc.start[None, :])
+            batch.warm = ~empty & np.isfinite(best) & np.isfinite(best_scale) & np.isfinite(best_params).all(axis=1)
+            params0 = np.where(batch.warm[:, None], best_params, rc.start[None, :])
 
     def _neighbour_starts(self, params: np.ndarray, present: np.ndarray, side: int):
         """Starts and bounds that confine a refinement to the next piece of the objective.
@@ -958,22 +1006,24 @@ class BatchedEngine:
         start = np.clip(start, lo, hi)
         return rows, start, lo, hi
 
-    def _rounds(self, keep: np.ndarray, counts: np.ndarray, params: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                f: int, ftol0: float, refine: bool = True):
-        """Rounds of frozen-state refinements of frame f from `params` within per-candidate bounds (lo, hi).
+    def _rounds(self, batch: _Batch, rows: slice | np.ndarray, params: np.ndarray, lo: np.ndarray,
+                hi: np.ndarray, f: int, ftol0: float | np.ndarray, refine: bool = True):
+        """Rounds of frozen-state refinements of frame f for the batch's `rows` (every row on the
+        kernel path) from `params` within per-candidate bounds (lo, hi).
 
-        The first round ends at the relative gain ftol0, later ones at FTOL_LATER. Returns (pair
-        counts at the start, best fresh cost, its scale, its parameters); with refine=False just
+        The first round ends at the relative gain ftol0 (per row), later ones at FTOL_LATER. Returns
+        (pair counts at the start, best fresh cost, its scale, its parameters); with refine=False just
         the fresh cost at `params`.
         """
         rc = self.recipe
+        keep, counts = batch.keep[rows], batch.counts[rows]
         nc = keep.shape[0]
         present = counts > 0
         params = params.copy()
         grids, rlo, rhi = self._states(rc.physics(params), present)
         zref = rc.physics(params)[:, 0].copy()
         if self.mode == KERNEL:
-            npairs, tables = self._tables(keep, zref, rlo, rhi)
+            npairs, tables = self._tables(batch, zref, rlo, rhi)
         else:
             tables = None
             starts = self._pair_lists(keep, np.arange(nc), zref, rlo, rhi)[0]
@@ -990,7 +1040,7 @@ class BatchedEngine:
         todo = np.flatnonzero(npairs > 0)
         for rnd in range(MAX_ROUNDS + 1):
             max_iter = MAX_ITER if rnd < MAX_ROUNDS and refine else 0  # last pass: evaluate the fresh state
-            ftol = ftol0 if rnd == 0 else FTOL_LATER
+            ftol = np.broadcast_to(ftol0 if rnd == 0 else FTOL_LATER, (nc,)).astype(float)
             start_params = params[todo].copy()
             keys, which = np.unique(grids[todo], return_inverse=True)
             for g, key in enumerate(keys):
@@ -1014,7 +1064,7 @@ class BatchedEngine:
             moved = _shift_windows(keep, todo, self._by_d, self._pi, self._pj, self._pkind, self._pd, self._pm0,
                                    self._pw, zref[todo], rlo[todo], rhi[todo], theta[:, 0], new_lo, new_hi,
                                    self._kernel, tables if tables is not None else np.zeros((1, 1, 1), np.float32),
-                                   npairs, self.mode == KERNEL)
+                                   np.zeros((1, 1, 1)), npairs, TABLES if self.mode == KERNEL else NONE)
             regrid = fresh != grids[todo]
             settled = todo[~(moved | regrid)]  # the optimum's own state: a fresh cost
             better = out[settled, 0] < best[settled]
