@@ -49,7 +49,10 @@ from motex_dask.pdf.calculator import SQRT_EPS, Instrument, PairTable, QGrid, tr
 from motex_dask.pdf.formfactors import scattering_factors
 from motex_dask.settings import FitSettings
 
-N_TAPS = 12  # Lagrange nodes per interpolation (even; _histograms spells out 12)
+N_TAPS = 12  # Lagrange nodes per interpolation (even; _spread spells out 12)
+# contiguous adds of an atom row (`_histograms`' complement path) that cost about as much as one
+# pair's 12 scattered ones (measured on C60)
+COMPLEMENT_ROW = 128
 # grid step times the largest conjugate variable (x for the d grid, d for the x grid):
 # 12-point Lagrange error <= 5.5e-5 * STEP_TIMES_FREQ**12 ≈ 8e-6 of the highest-Q term's
 # amplitude (measured: < 3e-8 in R_wp)
@@ -81,8 +84,8 @@ _BARY = np.array([1.0 / np.prod(o - np.delete(_OFFSETS, i)) for i, o in enumerat
 KERNEL, EXACT = 0, 1  # evaluation paths
 # histogram weights are rounded to multiples of 2**-HIST_BITS (1.5e-8, below the float32 tables'
 # rounding): their float64 sums are then exact in any order (while a bin holds less than 2**27), so a
-# histogram moved pair by pair from the previous frame's window equals one built afresh, and a
-# series' later frames need not rebuild it
+# histogram moved pair by pair from the previous frame's window equals one built afresh (a series'
+# later frames need not rebuild it), and one built as a complement (`_histograms`) one built pair by pair
 HIST_BITS = 26
 
 
@@ -131,61 +134,104 @@ def _weights(t, offsets, bary, w, wd, tmp):
 
 
 @numba.njit(cache=True, nogil=True)
-def _kept_atoms(keep_row, out):
-    """Indices of the kept atoms into out; returns how many."""
+def _atoms_where(keep_row, value, out):
+    """Indices of the atoms with keep_row[i] == value into out; returns how many."""
     m = 0
     for i in range(keep_row.size):
-        if keep_row[i]:
+        if keep_row[i] == value:
             out[m] = i
             m += 1
     return m
 
 
 @numba.njit(cache=True, nogil=True)
-def _histograms(keep, pair_index, pkind, pd, pm0, pw, zref, rlo, rhi, hist):
+def _window_pairs(atoms, m, pair_index, pd, z, lo, hi, plist):
+    """Pairs among atoms[:m] (ascending) whose zoomed distance lies in [lo, hi] into plist; returns how many."""
+    npair = 0
+    for a in range(m):
+        row = pair_index[atoms[a]]
+        for b in range(a + 1, m):
+            p = row[atoms[b]]
+            if p >= 0:
+                dz = pd[p] * z
+                if dz >= lo and dz <= hi:
+                    plist[npair] = p
+                    npair += 1
+    return npair
+
+
+@numba.njit(cache=True, nogil=True)
+def _spread(h, m0, w):
+    """h[m0:m0 + 12] += w: written out, the 12 weights loaded before any is added (vector adds, 1.7x faster)."""
+    w0, w1, w2, w3, w4, w5 = w[0], w[1], w[2], w[3], w[4], w[5]
+    w6, w7, w8, w9, w10, w11 = w[6], w[7], w[8], w[9], w[10], w[11]
+    h[m0] += w0
+    h[m0 + 1] += w1
+    h[m0 + 2] += w2
+    h[m0 + 3] += w3
+    h[m0 + 4] += w4
+    h[m0 + 5] += w5
+    h[m0 + 6] += w6
+    h[m0 + 7] += w7
+    h[m0 + 8] += w8
+    h[m0 + 9] += w9
+    h[m0 + 10] += w10
+    h[m0 + 11] += w11
+
+
+@numba.njit(cache=True, nogil=True)
+def _atom_rows(pi, pj, pkind, pd, pm0, pw, z, lo, hi, n_atoms, n_kinds, nd):
+    """Spread pairs of one window per atom: rows[i, kind] sums the pairs of atom i, rows[n_atoms, kind]
+    all pairs; counts[i] likewise (the start of `_histograms`' complement path)."""
+    rows = np.zeros((n_atoms + 1, n_kinds, nd))
+    counts = np.zeros(n_atoms + 1, np.int64)
+    for p in range(pd.size):
+        if _in_window(pd[p], z, lo, hi):
+            for a in (pi[p], pj[p], n_atoms):
+                _spread(rows[a, pkind[p]], pm0[p], pw[p])
+                counts[a] += 1
+    return rows, counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _histograms(keep, pair_index, pkind, pd, pm0, pw, zref, rlo, rhi, hist, shared, rows, row_counts):
     """Spread every kept pair inside the window onto hist[c, kind, :]; return pair counts.
 
     Loops over pairs of kept atoms only (pair_index[i, j] = row in the pair arrays, or -1),
-    listing those in the window first, then spreads them: the spread (written out for the
-    N_TAPS = 12 weights, loaded before any is added) then compiles to vector adds, 1.7x faster.
+    listing those in the window first, then spreads them. Candidates with shared[c] (window
+    of `_atom_rows`' rows) and more kept than dropped atoms take the complement instead:
+    all pairs, minus each dropped atom's row, plus the pairs of two dropped atoms (counted
+    twice): k kept atoms of N cost ~(N - k)² pair spreads, not ~k². Weights are multiples
+    of 2**-HIST_BITS, so both ways give the same bits.
     """
-    nc = keep.shape[0]
+    nc, n_atoms = keep.shape
+    nk, nd = hist.shape[1], hist.shape[2]
     count = np.zeros(nc, np.int64)
-    kept = np.empty(keep.shape[1], np.int64)
+    atoms = np.empty(n_atoms, np.int64)
     plist = np.empty(pd.size, np.int64)
     for c in range(nc):
-        m = _kept_atoms(keep[c], kept)
-        npair = 0
         z, lo, hi = zref[c], rlo[c], rhi[c]
-        for a in range(m):
-            row = pair_index[kept[a]]
-            for b in range(a + 1, m):
-                p = row[kept[b]]
-                if p >= 0:
-                    dz = pd[p] * z
-                    if dz >= lo and dz <= hi:
-                        plist[npair] = p
-                        npair += 1
-        count[c] = npair
+        m = _atoms_where(keep[c], True, atoms)
+        dropped = n_atoms - m
+        # in pair spreads: ~m²/2 direct; a row of nk*nd contiguous adds per dropped atom, plus ~dropped²/2
+        complement = shared[c] and dropped * (2 * (nk * nd // COMPLEMENT_ROW) + dropped) < m * m
+        if complement:
+            m = _atoms_where(keep[c], False, atoms)
+            count[c] = row_counts[n_atoms]
+            for t in range(nk):
+                hist[c, t] = rows[n_atoms, t]
+            for a in range(m):
+                count[c] -= row_counts[atoms[a]]
+                for t in range(nk):
+                    h = hist[c, t]
+                    r = rows[atoms[a], t]
+                    for i in range(nd):
+                        h[i] -= r[i]
+        npair = _window_pairs(atoms, m, pair_index, pd, z, lo, hi, plist)
+        count[c] += npair
         for k in range(npair):
             p = plist[k]
-            h = hist[c, pkind[p]]
-            m0 = pm0[p]
-            w = pw[p]
-            w0, w1, w2, w3, w4, w5 = w[0], w[1], w[2], w[3], w[4], w[5]
-            w6, w7, w8, w9, w10, w11 = w[6], w[7], w[8], w[9], w[10], w[11]
-            h[m0] += w0
-            h[m0 + 1] += w1
-            h[m0 + 2] += w2
-            h[m0 + 3] += w3
-            h[m0 + 4] += w4
-            h[m0 + 5] += w5
-            h[m0 + 6] += w6
-            h[m0 + 7] += w7
-            h[m0 + 8] += w8
-            h[m0 + 9] += w9
-            h[m0 + 10] += w10
-            h[m0 + 11] += w11
+            _spread(hist[c, pkind[p]], pm0[p], pw[p])
     return count
 
 
@@ -264,7 +310,7 @@ def _pair_lists(keep, cand, pair_index, pd, pid, ud, ukind, n_kinds, z, lo, hi):
     pos = 0
     for n in range(cand.size):
         nt = 0
-        m = _kept_atoms(keep[cand[n]], kept)
+        m = _atoms_where(keep[cand[n]], True, kept)
         for a in range(m):
             row = pair_index[kept[a]]
             for b in range(a + 1, m):
@@ -834,8 +880,14 @@ class BatchedEngine:
         nc, nk = keep.shape[0], len(self.pairs.kinds)
         if batch.start_tables is None:
             hist = np.zeros((nc, nk, self._nd))
+            # the most common window (every candidate's at a batch's first start) gets atom rows
+            windows, which, n_in = np.unique(np.stack([zref, rlo, rhi], axis=1), axis=0, return_inverse=True,
+                                             return_counts=True)
+            w = int(np.argmax(n_in))
+            rows, row_counts = _atom_rows(self._pi, self._pj, self._pkind, self._pd, self._pm0, self._pw,
+                                          *windows[w], keep.shape[1], nk, self._nd)
             count = _histograms(keep, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
-                                zref, rlo, rhi, hist)
+                                zref, rlo, rhi, hist, which.ravel() == w, rows, row_counts)
             changed = True
         else:
             hist, tables, count, z0, lo0, hi0 = batch.start_tables
