@@ -104,33 +104,35 @@ def _spread_weights(x: np.ndarray, step: float, n: int) -> tuple[np.ndarray, np.
 def _weights(t, offsets, bary, w, wd, tmp):
     """Lagrange weights w[i, a] and t-derivatives wd[i, a] at offsets t[a], division-free.
 
-    Prefix/suffix products over the nodes, each step vectorised over the points a.
+    Prefix/suffix products over the nodes, each step vectorised over the points a; the suffix
+    products are stored, the prefix ones carried along in the last pass (1.5x faster than both stored).
     """
     n = bary.size
     na = t.size
-    pre, dpre, suf, dsuf = tmp[0], tmp[1], tmp[2], tmp[3]
+    suf, dsuf, p, dp = tmp[0], tmp[1], tmp[2, 0], tmp[3, 0]
     for a in range(na):
-        pre[0, a] = 1.0
-        dpre[0, a] = 0.0
         suf[n - 1, a] = 1.0
         dsuf[n - 1, a] = 0.0
-    for i in range(n - 1):
-        o = offsets[i]
-        for a in range(na):
-            e = t[a] - o
-            dpre[i + 1, a] = dpre[i, a] * e + pre[i, a]
-            pre[i + 1, a] = pre[i, a] * e
     for i in range(n - 1, 0, -1):
         o = offsets[i]
         for a in range(na):
             e = t[a] - o
             dsuf[i - 1, a] = dsuf[i, a] * e + suf[i, a]
             suf[i - 1, a] = suf[i, a] * e
-    for i in range(n):
+    for a in range(na):
+        p[a] = 1.0
+        dp[a] = 0.0
+    for i in range(n):  # prefix products on the fly
         c = bary[i]
+        o = offsets[i]
         for a in range(na):
-            w[i, a] = c * pre[i, a] * suf[i, a]
-            wd[i, a] = c * (dpre[i, a] * suf[i, a] + pre[i, a] * dsuf[i, a])
+            pa = p[a]
+            dpa = dp[a]
+            w[i, a] = c * pa * suf[i, a]
+            wd[i, a] = c * (dpa * suf[i, a] + pa * dsuf[i, a])
+            e = t[a] - o
+            dp[a] = dpa * e + pa
+            p[a] = pa * e
 
 
 @numba.njit(cache=True, nogil=True)
@@ -383,29 +385,34 @@ def _eval_kernel(kd, c, n, theta, f, fj, want_jac):
             lam[l] = v
             dlam[l] = dv
         # contract the u nodes first: one table row (and its u-derivative) per kind
+        row = table[kk]
         for j in range(jlo, jhi):
-            gv[j] = 0.0
-            gu[j] = 0.0
-        for l in range(nl):
-            cl = lam[l]
-            dl = dlam[l]
-            off = l * nx
-            for j in range(jlo, jhi):
-                t = table[kk, off + j]
-                gv[j] += cl * t
-                gu[j] += dl * t
-        # the taps' sums with Q innermost (vectorised gathers); each sum keeps its tap order
-        sv[:na] = 0.0
+            v = 0.0
+            dv = 0.0
+            for l in range(N_U_NODES):  # a constant count: unrolled, and the j loop vectorises
+                if l < nl:
+                    t = row[l * nx + j]
+                    v += lam[l] * t
+                    dv += dlam[l] * t
+            gv[j] = v
+            gu[j] = dv
+        # the taps' sums, taps innermost (unrolled: the Q loop vectorises, sums stay in registers)
+        for a in range(na):
+            j = j0[a]
+            s = 0.0
+            for i in range(N_TAPS):
+                s += w[i, a] * gv[j + i]
+            sv[a] = s
         if want_jac:
-            sx[:na] = 0.0
-            su[:na] = 0.0
-        for i in range(ntap):
             for a in range(na):
-                sv[a] += w[i, a] * gv[j0[a] + i]
-            if want_jac:
-                for a in range(na):
-                    sx[a] += wd[i, a] * gv[j0[a] + i]
-                    su[a] += w[i, a] * gu[j0[a] + i]
+                j = j0[a]
+                s1 = 0.0
+                s2 = 0.0
+                for i in range(N_TAPS):
+                    s1 += wd[i, a] * gv[j + i]
+                    s2 += w[i, a] * gu[j + i]
+                sx[a] = s1
+                su[a] = s2
         for a in range(na):
             qk = q[kmin + a]
             e = pref[kk, kmin + a] * math.exp(-u * qk * qk) / z
