@@ -28,11 +28,12 @@ resumes them). Fits are counted as successful fits (duplicates and failed fits e
 the stopping rule's max_fits uses. Timings are not the point here; the machine may be loaded by others.
 
 Measured (README, "Adaptive campaigns and ranking stability"): C60, adaptive 7,905 and blind 7,870
-fits to a final ranking (ratio 1.00); au_aggregate: neither reaches a final ranking within ~10,000
+fits to a final ranking with rounds of 2,000 (ratio 1.00), 3,476 and 3,939 with rounds of 500 (0.88); au_aggregate: neither reaches a final ranking within ~10,000
 fits, with cookie-cutter (adaptive: 52-56 % of the grain in the lowest 135; blind: 30-40 %, chance) or
 uniform-size as the blind strategy (adaptive: 0.53 -> 0.73; blind: up to 0.985, never stable), so the
 <= 1/5 goal is not met. Those recoveries broke ties by atom order and overstate; recovery is now
-scored with stability.truth_overlap (ties share the slots left).
+scored with stability.truth_overlap (ties share the slots left). No per-atom ranking can be final on
+au_aggregate: an oracle ranking by single-flip costs at the truth holds 0.90 (check_identifiability.py).
 """
 
 from __future__ import annotations
