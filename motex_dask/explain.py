@@ -10,6 +10,12 @@ and the check against the shap package); they are added in a tree of tasks. The 
 Bayesian bootstrap over candidates: each candidate gets an Exp(1) weight per replicate, drawn from a
 hash of its index, so the replicates are sums too and need no second pass. It measures how well the
 explained candidates pin the contribution down for this model, not the spread between models.
+
+Beside the model's view, the same pass counts, with no ML, how often each atom is kept among the best
+BEST_FITS_FRACTION (lowest R_wp) of the OK fits the contributions average over, every one of them and
+not only the SHAP sample (`best_fits_share`): for a compact motif in a large model the fits
+can locate the motif as a set while no per-atom explanation can rank its atoms (README, "Demos with a
+known truth"), and this column shows what the fits say.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import pandas as pd
 import shap
@@ -41,6 +48,8 @@ log = logging.getLogger("motex_dask")
 SHAP_SAMPLE_ROWS = 2_000
 SHAP_CHECK_ROWS = 200
 SHAP_TOLERANCE = 1e-5
+#: Share of the OK fits (those with the lowest R_wp) whose kept atoms `best_fits_share` counts.
+BEST_FITS_FRACTION = 0.01
 
 
 @dataclass
@@ -64,6 +73,8 @@ class Contributions:
     n_kept: np.ndarray
     n_removed: np.ndarray
     mean_abs_shap: np.ndarray    # global importance of each atom's bit
+    best_fits_share: np.ndarray  # no ML: share of the best fits (BEST_FITS_FRACTION of the OK ones) keeping the atom
+    best_fits: dict[str, Any]    # how many fits that is and their largest R_wp
     size_effect: dict[str, Any]
     base_value: float            # the model's expected R_wp (SHAP bias term)
     n_explained: int
@@ -78,17 +89,21 @@ class Contributions:
         """One row per permuted atom, in permuted-atom order."""
         cols = ("contribution", "uncertainty", "standard_error", "rank", "rank_low", "rank_high", "confidence",
                 "p_motif", "mean_shap_kept", "mean_shap_removed", "shap_std_kept", "shap_std_removed",
-                "n_kept", "n_removed", "mean_abs_shap")
+                "n_kept", "n_removed", "mean_abs_shap", "best_fits_share")
         return pd.DataFrame({"index": self.atom_index, "element": self.symbols,
                              **{c: getattr(self, c) for c in cols}})
 
 
 def _shap_block(X: np.ndarray, y: np.ndarray, index: np.ndarray, ok: np.ndarray, booster: xgb.Booster,
-                seed: int, n_boot: int, n_sizes: int, p_explain: float, p_sample: float) -> dict[str, Any]:
-    """SHAP values of one block's explained rows, reduced to sums, counts and a small sample."""
+                seed: int, n_boot: int, n_sizes: int, p_explain: float, p_sample: float,
+                best_rwp: float) -> dict[str, Any]:
+    """SHAP values of one block's explained rows, reduced to sums, counts and a small sample; and the
+    kept atoms of its best fits (OK, R_wp <= best_rwp), every one, explained or not."""
+    n_perm = X.shape[1] - 1
+    best = ok & (y <= best_rwp)
+    best_kept = X[best, :n_perm].sum(axis=0, dtype=np.float64)
     sel = ok & (hash_uniform(index, seed, STREAM_EXPLAIN) < p_explain)
     X, index = X[sel], index[sel]
-    n_perm = X.shape[1] - 1
     if len(X):
         phi = booster.predict(xgb.DMatrix(X, nthread=1), pred_contribs=True)
     else:
@@ -100,7 +115,7 @@ def _shap_block(X: np.ndarray, y: np.ndarray, index: np.ndarray, ok: np.ndarray,
     # Sizes above the census maximum only appear if fits were added since; they share the last bin.
     size_bin = np.minimum(s.astype(np.int64), n_sizes - 1)
     out: dict[str, Any] = {
-        "n": len(X), "kept_n": x.sum(0), "kept_sum": ax.sum(0), "all_sum": a.sum(0),
+        "best_n": int(best.sum()), "best_kept": best_kept, "n": len(X), "kept_n": x.sum(0), "kept_sum": ax.sum(0), "all_sum": a.sum(0),
         "kept_sq": (ax * a).sum(0), "all_sq": (a * a).sum(0),
         "abs_sum": np.abs(phi[:, :-1].astype(np.float64)).sum(0),
         "bias_sum": float(phi[:, -1].astype(np.float64).sum()),
@@ -174,10 +189,13 @@ def explain(client: Client, features: Features, train_result: TrainResult, setti
     p_explain = 1.0 if max_rows == 0 else min(1.0, max_rows / max(features.n_ok, 1))
     p_sample = SHAP_SAMPLE_ROWS / max(features.n_ok * p_explain, 1.0)
     n_boot = settings.bootstrap if settings.bootstrap >= 2 else 0
+    # the largest R_wp among the best fits: the k-th lowest (k-th largest of -R_wp, failed fits at -inf)
+    n_best = max(1, math.ceil(BEST_FITS_FRACTION * features.n_ok))
+    best_rwp = -float(client.compute(da.topk(da.where(features.ok, -features.y, -np.inf), n_best).min()).result())
     booster_f = booster_task(booster)
     parts = [dask.delayed(_shap_block, pure=True)(*blocks, booster=booster_f, seed=settings.seed, n_boot=n_boot,
                                                   n_sizes=features.size_range[1] + 1, p_explain=p_explain,
-                                                  p_sample=p_sample)
+                                                  p_sample=p_sample, best_rwp=best_rwp)
              for blocks in features.row_blocks()]
     r = client.compute(tree_reduce(parts, _combine_shap)).result()
     seconds = {"shap": time.perf_counter() - t0}
@@ -242,6 +260,8 @@ def explain(client: Client, features: Features, train_result: TrainResult, setti
         confidence=confidence, p_motif=p_motif, mean_shap_kept=mean_kept, mean_shap_removed=mean_removed,
         shap_std_kept=np.sqrt(var_kept), shap_std_removed=np.sqrt(var_removed), n_kept=n_kept.astype(np.int64),
         n_removed=n_removed.astype(np.int64), mean_abs_shap=r["abs_sum"][:n_perm] / n,
+        best_fits_share=r["best_kept"] / r["best_n"],
+        best_fits={"fraction": BEST_FITS_FRACTION, "fits": int(r["best_n"]), "rwp_max": best_rwp},
         size_effect=_size_effect(r, n_perm), base_value=r["bias_sum"] / n, n_explained=n, bootstrap=n_boot,
         feature_names=features.feature_names, shap_sample=sample, shap_check=check,
         undefined=features.atom_index[undefined].tolist(), seconds=seconds)

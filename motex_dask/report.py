@@ -478,6 +478,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
         "shap_check": contributions.shap_check,
         "base_value": contributions.base_value,
         "size_effect": contributions.size_effect,
+        "best_fits": contributions.best_fits,
         "motif": rows[0],
         "best_candidates": rows[1:],
         "top_atoms": top[["index", "element", "contribution", "uncertainty", "rank", "confidence"]].to_dict("records"),

@@ -10,7 +10,7 @@ import xgboost as xgb
 import zarr
 from conftest import PLANTED_SETTINGS
 
-from motex_dask.explain import SHAP_TOLERANCE, explain, shap_reference
+from motex_dask.explain import BEST_FITS_FRACTION, SHAP_TOLERANCE, explain, shap_reference
 from motex_dask.fit import Status
 
 
@@ -75,6 +75,23 @@ def test_distributed_reduction_matches_a_direct_computation(learned, planted_sto
     rows = np.searchsorted(index, c.shap_sample["index"])
     assert np.array_equal(c.shap_sample["X"], X[rows])
     assert np.allclose(c.shap_sample["shap"], phi[rows], atol=1e-7)
+
+
+def test_best_fits_share_counts_the_lowest_rwp_fits(dask_client, learned, planted_store):
+    features, trained, c = learned
+    g = zarr.open_group(planted_store.path, mode="r")
+    ok = g["status"][:] == Status.OK
+    rwp, mask = g["rwp"][:][ok], g["mask"][:][ok]
+    n_best = int(np.ceil(BEST_FITS_FRACTION * ok.sum()))
+    best = rwp <= np.sort(rwp)[n_best - 1]
+    assert c.best_fits == {"fraction": BEST_FITS_FRACTION, "fits": int(best.sum()),
+                           "rwp_max": pytest.approx(float(np.sort(rwp)[n_best - 1]))}
+    assert np.allclose(c.best_fits_share, mask[best].mean(axis=0))
+    # every fit is counted, not only the SHAP sample; the best fits keep the planted motif
+    part = explain(dask_client, features, trained, replace(PLANTED_SETTINGS, bootstrap=0), max_rows=1000)
+    assert np.array_equal(part.best_fits_share, c.best_fits_share)
+    planted = np.isin(c.atom_index, planted_store.model.permuted[planted_store.planted])
+    assert c.best_fits_share[planted].mean() > c.best_fits_share[~planted].mean() + 0.3
 
 
 def test_bootstrap_is_reproducible_and_subsampling_keeps_the_motif(dask_client, learned, planted_store):
