@@ -600,7 +600,7 @@ def _solve(h, g, act, mu, x):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, gq, g2, max_iter, ftol, out):
+def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, gq, g2, max_iter, ftol, out, carry):
     """Projected Levenberg–Marquardt on the free parameters of candidates idx; scale in closed form.
 
     params[c] holds the start and receives the optimum; out[c] receives (cost, scale), adds
@@ -608,7 +608,10 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
     lo[c], hi[c]: the candidate's bounds (fixed parameters: lo = hi). mode picks the evaluation path;
     the path's per-candidate arrays are indexed by c (kernel tables) or by n (everything else).
     ftol[c]: the relative cost decrease (predicted or achieved) that ends the candidate's refinement.
+    carry (use, save, y, fj): where use[c], the start's R F and dF/dθ are y[c], fj[c] instead of an
+    evaluation; with `save`, use[c] then tells whether y[c], fj[c] now hold those of the optimum.
     """
+    use, save, ys, fjs = carry
     nfull, npar = matrix.shape
     fidx = np.flatnonzero(free)
     m = fidx.size
@@ -635,9 +638,17 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
             theta[r] = 0.0
             for k in range(npar):
                 theta[r] += matrix[r, k] * p[k]
-        _evaluate(mode, kd, ed, c, n, theta, f, fj, m > 0 and max_iter > 0)
-        nev = 1
-        _apply_r(rt_fac, f, y)
+        if use[c]:
+            nev = 0
+            for i in range(na):
+                y[i] = ys[c, i]
+                for r in range(nfull):
+                    fj[r, i] = fjs[c, r, i]
+        else:
+            _evaluate(mode, kd, ed, c, n, theta, f, fj, m > 0 and max_iter > 0)
+            nev = 1
+            _apply_r(rt_fac, f, y)
+        at_p = m > 0 and max_iter > 0  # fj belongs to p
         a = 0.0
         b = 0.0
         for i in range(na):
@@ -715,6 +726,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
                 # product with R waits for acceptance
                 _evaluate(mode, kd, ed, c, n, theta, f, fj, True)
                 nev += 1
+                at_p = False
                 _apply_r(rt_fac, f, yt)
                 an = 0.0
                 bn = 0.0
@@ -728,6 +740,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
                 radius *= 0.5
             if not accepted:  # no downhill step left: stay at the current point
                 break
+            at_p = True
             small = True
             for k in range(m):
                 j = fidx[k]
@@ -744,6 +757,13 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
                 break
         for k in range(npar):
             params[c, k] = p[k]
+        if save:
+            use[c] = at_p and b > 0.0 and na <= ys.shape[1]
+            if use[c]:
+                for i in range(na):
+                    ys[c, i] = y[i]
+                    for r in range(nfull):
+                        fjs[c, r, i] = fj[r, i]
         out[c, 0] = g2 - a * a / b if b > 0.0 else math.nan
         out[c, 1] = a / b if b > 0.0 else math.nan
         out[c, 2] += nev
@@ -808,20 +828,28 @@ class _GridData:
         self.ffpair = np.array([2.0 * self.ff[a] * self.ff[b] for a, b in pairs.kinds])  # ordered pairs
 
     def prefactors(self, counts: np.ndarray) -> np.ndarray:
-        """(nc, n_kinds, nq): 2 f_a f_b / (N <f>²) for each candidate composition."""
+        """(nc, n_kinds, nq): 2 f_a f_b / (N <f>²) for each candidate composition; each row alone, so
+        its bits do not depend on its group (`_Batch`'s carried evaluations rely on that)."""
         return _prefactors(counts, self.ff, self.ffpair)
 
 
 class _Batch:
     """Candidates refined together, frame after frame: what does not change between frames."""
 
-    def __init__(self, keep: np.ndarray, species: np.ndarray, n_elements: int, warm: np.ndarray) -> None:
+    def __init__(self, keep: np.ndarray, species: np.ndarray, n_elements: int, warm: np.ndarray, na: int,
+                 n_physics: int) -> None:
         self.keep = keep
         self.counts = keep.astype(float) @ np.eye(n_elements)[species]  # atoms per element
         self.warm = warm  # rows whose next frame starts from a previous frame's optimum
         self.more = False  # whether another frame follows the one being refined
         # kernel path: (histograms, tables, pair counts, zref, rlo, rhi) of the last frame's start windows
         self.start_tables: tuple | None = None
+        # kernel path, `_refine`'s carry: a row whose previous frame ended in its first round (same Q
+        # grid and pairs at the optimum as at the start) starts the next frame at that optimum in that
+        # state, on the same table row: the evaluation there is the one that frame made last, kept here
+        nc = keep.shape[0]
+        self.carried = np.zeros(nc, bool)
+        self.carry_y, self.carry_fj = np.empty((nc, na)), np.empty((nc, n_physics, na))
 
 
 class BatchedEngine:
@@ -840,7 +868,9 @@ class BatchedEngine:
         self.pairs = PairTable.build(symbols, positions)
         self.recipe = rc = Recipe.from_settings(fit, self.pairs.elements)
         self.mode = EXACT if rc.has_delta else KERNEL
-        self.g2 = np.array([float(g @ g) for g in self.frames])  # |Gobs|² of each frame
+        # |Gobs|² of each frame, correctly rounded: BLAS's dot rounds by the row's memory alignment,
+        # so a frame's value changed with its place in the array (a grown series' frames moved)
+        self.g2 = np.array([math.fsum(g * g) for g in self.frames])
         self._ka = np.array([a for a, _ in self.pairs.kinds], dtype=np.int64)
         self._kb = np.array([b for _, b in self.pairs.kinds], dtype=np.int64)
         lo_t, hi_t = rc.physics(rc.lo), rc.physics(rc.hi)  # physics bounds (each entry set by one param)
@@ -856,6 +886,7 @@ class BatchedEngine:
         self._pair_index = np.full((n_atoms, n_atoms), -1, dtype=np.int32)
         self._pair_index[self._pi, self._pj] = np.arange(self._pd.size)
         self._grids: dict[QGrid, _GridData] = {}
+        self._na_max = self.inst.qgrid(u_hi, min(lo_t[ID1], 0.0), min(lo_t[ID2], 0.0)).nq  # Q points of any grid
         self.evaluations = 0  # model evaluations so far (diagnostic for benchmarks)
         if self.mode == KERNEL:
             self._build_kernel(fit, dmax, u_lo, u_hi, lo_t[0], hi_t[0])
@@ -984,7 +1015,8 @@ class BatchedEngine:
         # each would oversubscribe the cores (20x slower measured with 2 shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
             for lo in range(0, n, BATCH):
-                batch = _Batch(keep[lo:lo + BATCH], self.pairs.species, len(self.pairs.elements), given[lo:lo + BATCH])
+                batch = _Batch(keep[lo:lo + BATCH], self.pairs.species, len(self.pairs.elements), given[lo:lo + BATCH],
+                               self._na_max if self.mode == KERNEL else 0, rc.matrix.shape[0])
                 self._fit_batch(batch, result, lo, params0[lo:lo + BATCH], order)
         return result
 
@@ -1050,6 +1082,7 @@ class BatchedEngine:
             # the next frame starts where this one ended; rows not stored OK here at the settings'
             # start, as a series continued from the stored (NaN) values of this frame does
             batch.warm = ~empty & np.isfinite(best) & np.isfinite(best_scale) & np.isfinite(best_params).all(axis=1)
+            batch.carried &= batch.warm
             params0 = np.where(batch.warm[:, None], best_params, rc.start[None, :])
 
     def _neighbour_starts(self, params: np.ndarray, present: np.ndarray, side: int):
@@ -1130,6 +1163,8 @@ class BatchedEngine:
         for rnd in range(MAX_ROUNDS + 1):
             max_iter = MAX_ITER if rnd < MAX_ROUNDS and refine else 0  # last pass: evaluate the fresh state
             ftol = np.broadcast_to(ftol0 if rnd == 0 else FTOL_LATER, (nc,)).astype(float)
+            carry = (batch.carried, batch.more, batch.carry_y, batch.carry_fj) if self.mode == KERNEL and rnd == 0 \
+                and refine else (np.zeros(nc, bool), False, np.zeros((1, 1)), np.zeros((1, 1, 1)))
             start_params = params[todo].copy()
             keys, which = np.unique(grids[todo], return_inverse=True)
             for g, key in enumerate(keys):
@@ -1139,7 +1174,7 @@ class BatchedEngine:
                 lists = self._pair_lists(keep, idx, zref[idx], rlo[idx], rhi[idx]) if self.mode == EXACT else None
                 kd, ed = self._eval_args(grid, gd, gd.prefactors(counts[idx]), tables, lists)
                 _refine(self.mode, kd, ed, idx, params, rc.matrix, lo, hi, rc.free, rc.step0,
-                        grid.nq - grid.kmin, gd.rt_fac, gd.gq[f], float(self.g2[f]), max_iter, ftol, out)
+                        grid.nq - grid.kmin, gd.rt_fac, gd.gq[f], float(self.g2[f]), max_iter, ftol, out, carry)
             if rnd > 0 or not refine:  # each round starts at the previous optimum in its fresh state
                 better = out[todo, 3] < best[todo]
                 best[todo[better]] = out[todo[better], 3]
@@ -1156,6 +1191,8 @@ class BatchedEngine:
                                    np.zeros((1, 1, 1)), npairs, TABLES if self.mode == KERNEL else NONE)
             regrid = fresh != grids[todo]
             settled = todo[~(moved | regrid)]  # the optimum's own state: a fresh cost
+            if rnd == 0 and self.mode == KERNEL:  # the evaluation kept for the next frame is at its start
+                batch.carried[np.setdiff1d(np.arange(nc), settled)] = False
             better = out[settled, 0] < best[settled]
             best[settled[better]] = out[settled[better], 0]
             best_scale[settled[better]] = out[settled[better], 1]
