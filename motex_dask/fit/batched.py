@@ -413,9 +413,17 @@ def _eval_kernel(kd, c, n, theta, f, fj, want_jac):
                     s2 += w[i, a] * gu[j + i]
                 sx[a] = s1
                 su[a] = s2
+        # exp(-u Q_k²) along Q_k = k qs by its ratio recurrence (one exp per kind, not per Q)
+        qs = q[1]
+        ratio = math.exp(-u * qs * qs)
+        r2 = ratio * ratio
+        gk = math.exp(-u * q[kmin] * q[kmin])
+        rk = math.exp(-u * qs * qs * (2 * kmin + 1))
         for a in range(na):
             qk = q[kmin + a]
-            e = pref[kk, kmin + a] * math.exp(-u * qk * qk) / z
+            e = pref[kk, kmin + a] * gk / z
+            gk *= rk
+            rk *= r2
             f[a] += e * sv[a]
             if want_jac:
                 fj[0, a] += e * (qk * sx[a] / hx - sv[a] / z)
@@ -568,11 +576,16 @@ def _apply_r(rt_fac, v, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve(h, g, act, mu, x):
-    """x[act] = -(h + mu diag(h))[act, act]^-1 g[act] by Gaussian elimination; x = 0 elsewhere."""
-    idx = np.flatnonzero(act)
-    m = idx.size
-    a = np.empty((m, m + 1))
+def _solve(h, g, act, mu, x, idx, a):
+    """x[act] = -(h + mu diag(h))[act, act]^-1 g[act] by Gaussian elimination; x = 0 elsewhere.
+
+    idx (m,) and a (m, m + 1): work space.
+    """
+    m = 0
+    for i in range(act.size):
+        if act[i]:
+            idx[m] = i
+            m += 1
     for i in range(m):
         for j in range(m):
             a[i, j] = h[idx[i], idx[j]]
@@ -625,6 +638,8 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
     p = np.empty(npar)
     pn = np.empty(npar)
     hess = np.empty((m, m))
+    sidx = np.empty(m, np.int64)
+    sa = np.empty((m, m + 1))
     grad = np.empty(m)
     act = np.empty(m, np.bool_)
     step = np.empty(m)
@@ -699,7 +714,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
             if not any_act:
                 break
             # converged when the Gauss-Newton model predicts a negligible decrease
-            _solve(hess, grad, act, 0.0, step)
+            _solve(hess, grad, act, 0.0, step, sidx, sa)
             pred = 0.0
             for k in range(m):
                 pred -= grad[k] * step[k]
@@ -709,7 +724,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
             an = a
             bn = b
             while mu < 1e12:
-                _solve(hess, grad, act, mu, step)
+                _solve(hess, grad, act, mu, step, sidx, sa)
                 shrink = 1.0
                 for k in range(m):
                     shrink = max(shrink, abs(step[k]) / (radius * step0[fidx[k]]))
