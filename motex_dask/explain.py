@@ -34,6 +34,7 @@ import shap
 import xgboost as xgb
 from distributed import Client
 from scipy.special import ndtr
+from scipy.stats import rankdata
 from threadpoolctl import threadpool_limits
 
 from .settings import LearnSettings
@@ -61,8 +62,8 @@ class Contributions:
     contribution: np.ndarray     # mean SHAP kept − mean SHAP removed (R_wp units); < 0: motif atom
     uncertainty: np.ndarray      # bootstrap standard deviation (standard_error when bootstrap < 2)
     standard_error: np.ndarray   # Welch standard error from the spread of the SHAP values
-    rank: np.ndarray             # 1 = most negative contribution
-    rank_low: np.ndarray         # 5th / 95th percentile of the rank over bootstrap replicates
+    rank: np.ndarray             # 1 = most negative contribution; tied atoms share the lowest rank of their tie
+    rank_low: np.ndarray         # 5th / 95th percentile of the rank over bootstrap replicates (a tie: its whole span)
     rank_high: np.ndarray
     confidence: np.ndarray       # share of replicates agreeing with the sign of the contribution
     p_motif: np.ndarray          # share of replicates with a negative contribution
@@ -152,10 +153,10 @@ def shap_reference(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
     return np.asarray(explainer.shap_values(np.asarray(X, dtype=np.float64), check_additivity=False))
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks along the last axis, ties in index order."""
-    order = np.argsort(values, axis=-1, kind="stable")
-    return np.argsort(order, axis=-1, kind="stable") + 1
+def _ranks(values: np.ndarray, ties: str = "min") -> np.ndarray:
+    """1-based ranks along the last axis; tied values all get the lowest (`min`) or highest (`max`)
+    rank of their tie: atoms the model never uses all sit at exactly 0, and atom order says nothing."""
+    return rankdata(values, method=ties, axis=-1).astype(np.int64)
 
 
 def _size_effect(r: dict[str, Any], n_perm: int) -> dict[str, Any]:
@@ -218,12 +219,11 @@ def explain(client: Client, features: Features, train_result: TrainResult, setti
     for arr in (mean_kept, mean_removed, var_kept, var_removed, contribution, se):
         arr[undefined] = np.nan
     defined = ~undefined
-    order = np.argsort(np.where(defined, contribution, np.inf), kind="stable")
-    rank = np.empty(n_perm, dtype=np.int64)
-    rank[order] = np.arange(1, n_perm + 1)
+    ordered = np.where(defined, contribution, np.inf)  # undefined atoms last
+    rank = _ranks(ordered)
 
     uncertainty, confidence, p_motif = (np.full(n_perm, np.nan) for _ in range(3))
-    rank_low, rank_high = rank.copy(), rank.copy()
+    rank_low, rank_high = rank.copy(), _ranks(ordered, "max")
     c = contribution[defined]
     if n_boot:
         kept = r["boot_kept_sum"] / r["boot_kept_n"]
@@ -232,9 +232,8 @@ def explain(client: Client, features: Features, train_result: TrainResult, setti
         uncertainty[defined] = cb.std(axis=0, ddof=1)
         p_motif[defined] = (cb < 0).mean(axis=0)
         confidence[defined] = (np.sign(cb) == np.sign(c)).mean(axis=0)
-        boot_rank = _ranks(cb)
-        rank_low[defined] = np.floor(np.percentile(boot_rank, 5, axis=0)).astype(np.int64)
-        rank_high[defined] = np.ceil(np.percentile(boot_rank, 95, axis=0)).astype(np.int64)
+        rank_low[defined] = np.floor(np.percentile(_ranks(cb), 5, axis=0)).astype(np.int64)
+        rank_high[defined] = np.ceil(np.percentile(_ranks(cb, "max"), 95, axis=0)).astype(np.int64)
     else:  # no bootstrap: a normal approximation from the Welch standard error
         s = se[defined]
         z = np.divide(c, s, out=np.where(c < 0, -np.inf, np.where(c > 0, np.inf, 0.0)), where=s > 0)

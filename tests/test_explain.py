@@ -10,7 +10,7 @@ import xgboost as xgb
 import zarr
 from conftest import PLANTED_SETTINGS
 
-from motex_dask.explain import BEST_FITS_FRACTION, SHAP_TOLERANCE, explain, shap_reference
+from motex_dask.explain import BEST_FITS_FRACTION, SHAP_TOLERANCE, _ranks, explain, shap_reference
 from motex_dask.fit import Status
 
 
@@ -106,3 +106,10 @@ def test_bootstrap_is_reproducible_and_subsampling_keeps_the_motif(dask_client, 
     assert part.bootstrap == 0 and np.array_equal(part.uncertainty, part.standard_error)
     assert ((part.confidence >= 0.5) & (part.confidence <= 1)).all()
     assert np.array_equal(part.rank_low, part.rank)
+
+
+def test_tied_contributions_share_their_rank():
+    # atoms a model never uses all sit at exactly 0: one rank for all, their interval the whole tie
+    values = np.array([[0.0, -1.0, 0.0, 2.0, 0.0], [0.5, -1.0, 0.0, 2.0, 0.0]])
+    assert _ranks(values).tolist() == [[2, 1, 2, 5, 2], [4, 1, 2, 5, 2]]
+    assert _ranks(values, "max").tolist() == [[4, 1, 4, 5, 4], [4, 1, 3, 5, 3]]
