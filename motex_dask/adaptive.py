@@ -35,7 +35,8 @@ from distributed import Client
 
 from .cluster import open_client
 from .fit import Status
-from .graph import FitProblem, run_fits
+from .graph import run_fits
+from .inputs import Inputs, fit_problem
 from .proposal import BLIND, RoundPlan, plan_round
 from .settings import Campaign
 from .stability import Ranking, StoppingRule, decision, report
@@ -130,7 +131,7 @@ def _next_plan(store: CampaignStore, campaign: Campaign, previous: RoundPlan, re
     return plan_round(cat.adaptive, previous.round + 1, start, stop, p_motif, masks, previous, positions)
 
 
-def run_rounds(inputs: Any, profile: Any, store: CampaignStore, progress: bool = True,
+def run_rounds(inputs: Inputs, profile: Any, store: CampaignStore, progress: bool = True,
                client: Client | None = None) -> dict[str, Any]:
     """Fit, learn and plan round after round until the stopping rule (or the size) ends the campaign.
 
@@ -157,7 +158,7 @@ def run_rounds(inputs: Any, profile: Any, store: CampaignStore, progress: bool =
                 store.record_rounds(rounds)
             store.extend(plan.stop)
             plans = tuple(RoundPlan.from_dict(r["plan"]) for r in rounds)
-            problem = FitProblem(inputs.model, inputs.data, campaign.fit, cat, store.fingerprint, plans)
+            problem = fit_problem(inputs, store.fingerprint, plans)
             if store.incomplete_chunks():
                 log.info("round %d: candidates %d-%d", plan.round, plan.start, plan.stop - 1)
                 with client_for("fit") as fit_client:

@@ -13,58 +13,24 @@ import resource
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from distributed import Client
 
 from . import adaptive, stability
-from .catalogue import check_catalogue
 from .cluster import load_profile, open_client
 from .campaign_file import load_campaign, parse_campaign
 from .settings import Campaign
-from .data import PDFData, read_frames, read_pdf
 from .errors import InputError, Interrupted
-from .fit.recipe import Recipe
-from .graph import FitProblem, pending_tasks, run_fits
+from .graph import pending_tasks, run_fits
+from .inputs import Inputs, fit_problem, prepare
 from .proposal import RoundPlan
 from .store import CampaignStore
 from .store.layout import combine, fingerprint_parts
-from .structure import StartingModel, load_model
 
 log = logging.getLogger("motex_dask")
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """A validated campaign with its starting model and the data on the fit range."""
-
-    campaign: Campaign
-    model: StartingModel
-    data: PDFData  # the first frame of a series
-    frames: tuple[PDFData, ...] = ()  # every frame of a series, in order (empty for one PDF)
-
-
-def prepare(campaign: Campaign) -> Inputs:
-    """Read and check every input file before anything is written."""
-    model = load_model(campaign.structure, campaign.permute, campaign.threshold, campaign.fit.radiation)
-    try:  # per-element Uiso must name exactly the model's elements
-        Recipe.from_settings(campaign.fit, dict.fromkeys(str(s) for s in model.symbols))
-    except ValueError as err:
-        raise InputError(f"{campaign.path}: field 'fit.uiso': {err}") from None
-    frames = read_frames(campaign.frames, campaign.fit.rmin, campaign.fit.rmax) if campaign.is_series else ()
-    data = frames[0] if frames else read_pdf(campaign.data).window(campaign.fit.rmin, campaign.fit.rmax)
-    check_catalogue(campaign.catalogue, model.n_perm, str(campaign.path))
-    return Inputs(campaign, model, data, frames)
-
-
-def fit_problem(inputs: Inputs, fingerprint: str, plans: tuple = ()) -> FitProblem:
-    """What every fit task needs: the model, the data (every frame's G for a series), the settings."""
-    frames = np.array([f.g for f in inputs.frames]) if inputs.frames else None
-    return FitProblem(inputs.model, inputs.data, inputs.campaign.fit, inputs.campaign.catalogue, fingerprint, plans,
-                      frames=frames)
 
 
 def run_campaign(path: str | Path, cluster: str | None = None, fits_only: bool = False,

@@ -105,7 +105,7 @@ def _os_error_line(err: OSError, args: argparse.Namespace) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:  # every input is checked as a real run checks it, then nothing is started
-        from .campaign import prepare
+        from .inputs import prepare
         from .cluster import job_script, load_profile
         from .campaign_file import load_campaign
 

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from motex_dask.adaptive import best_rows, run_rounds
-from motex_dask.campaign import Inputs, prepare
+from motex_dask.inputs import Inputs, prepare
 from motex_dask.campaign_file import load_campaign
 from motex_dask.cluster import load_profile
 from motex_dask.stability import Ranking, StoppingRule, report, truth_overlap

@@ -86,7 +86,7 @@ def frame_hashes(store: Path, n_frames: int) -> dict[str, str]:
 
 def engine_marginal(frames: list[Path], n: int = 10) -> dict:
     """Engine only: seconds for one 2,000-candidate chunk against 1 and n frames (this process)."""
-    from motex_dask.campaign import prepare
+    from motex_dask.inputs import prepare
     from motex_dask.campaign_file import load_campaign
     from motex_dask.catalogue import chunk_masks
     from motex_dask.data import read_frames

@@ -26,7 +26,7 @@ import ase.build
 import ase.io
 import numpy as np
 
-from motex_dask.campaign import prepare
+from motex_dask.inputs import prepare
 from motex_dask.catalogue import chunk_candidates
 from motex_dask.campaign_file import load_campaign
 from motex_dask.fit import Status

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from motex_dask.campaign import fit_problem, prepare
+from motex_dask.inputs import fit_problem, prepare
 from motex_dask.campaign_file import load_campaign
 from motex_dask.graph import run_fits
 from motex_dask.pdf import pdf_from_atoms, write_gr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from campaign_fixtures import client, run_fit_stage, store_arrays, write_campaign  # noqa: F401 (fixture)
-from motex_dask.campaign import prepare
+from motex_dask.inputs import prepare
 from motex_dask.campaign_file import load_campaign
 from motex_dask.cli import main
 from motex_dask.errors import InputError

@@ -16,7 +16,7 @@ import yaml
 
 from campaign_fixtures import (assert_same_store, client, run_fit_stage, store_arrays,  # noqa: F401 (fixture)
                                write_campaign, write_frames, write_series_campaign)
-from motex_dask.campaign import prepare
+from motex_dask.inputs import prepare
 from motex_dask.campaign_file import load_campaign
 from motex_dask.errors import InputError
 from motex_dask.fit import Status

@@ -21,7 +21,7 @@ from campaign_fixtures import (assert_same_store, client, run_fit_stage, store_a
                                write_campaign)
 from motex_dask.store import layout
 from motex_dask.store import lock as run_lock
-from motex_dask.campaign import prepare
+from motex_dask.inputs import prepare
 from motex_dask.catalogue import chunk_candidates, chunk_masks
 from motex_dask.campaign_file import load_campaign
 from motex_dask.errors import InputError

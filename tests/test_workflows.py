@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from motex_dask.campaign import prepare
+from motex_dask.inputs import prepare
 from motex_dask.campaign_file import load_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
