@@ -256,7 +256,8 @@ written {when} by motex_dask {html.escape(__version__)}.</p>
 <p>Each atom's contribution is the mean SHAP value of its feature over the candidates that keep the
 atom minus the mean over those that remove it, in units of the predicted R<sub>wp</sub>:
 a <b>negative</b> value (blue) means keeping the atom lowers R<sub>wp</sub>, so the atom belongs to the
-motif behind the data; a positive value (red) means the fit is better without it.</p>
+motif behind the data; a positive value (red) means the fit is better without it. The column
+<code>best_fits_share</code> needs no model: the share of the best 1 % of fits that keep the atom.</p>
 <h2>Structure</h2>
 <p class="note">The permuted atoms of the starting model coloured by contribution (blue: motif); drag to
 rotate, scroll to zoom{"; the slider picks the frame" if (folder / FRAME_CSV).is_file() else ""}.</p>
