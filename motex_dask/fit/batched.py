@@ -196,6 +196,15 @@ def _atom_rows(pi, pj, pkind, pd, pm0, pw, z, lo, hi, n_atoms, n_kinds, nd):
 
 
 @numba.njit(cache=True, nogil=True)
+def _complement_gain(kept, n_atoms, row_cost):
+    """Half pair spreads that `_histograms`' complement path saves for candidates keeping `kept` of n_atoms
+    atoms (negative: it costs more): ~kept²/2 spreads direct, against a row of row_cost spreads per
+    dropped atom plus ~dropped²/2."""
+    dropped = n_atoms - kept
+    return kept * kept - dropped * (2 * row_cost + dropped)
+
+
+@numba.njit(cache=True, nogil=True)
 def _histograms(keep, pair_index, pkind, pd, pm0, pw, zref, rlo, rhi, hist, shared, rows, row_counts):
     """Spread every kept pair inside the window onto hist[c, kind, :]; return pair counts.
 
@@ -214,10 +223,7 @@ def _histograms(keep, pair_index, pkind, pd, pm0, pw, zref, rlo, rhi, hist, shar
     for c in range(nc):
         z, lo, hi = zref[c], rlo[c], rhi[c]
         m = _atoms_where(keep[c], True, atoms)
-        dropped = n_atoms - m
-        # in pair spreads: ~m²/2 direct; a row of nk*nd contiguous adds per dropped atom, plus ~dropped²/2
-        complement = shared[c] and dropped * (2 * (nk * nd // COMPLEMENT_ROW) + dropped) < m * m
-        if complement:
+        if shared[c] and _complement_gain(m, n_atoms, nk * nd // COMPLEMENT_ROW) > 0:
             m = _atoms_where(keep[c], False, atoms)
             count[c] = row_counts[n_atoms]
             for t in range(nk):
@@ -964,13 +970,20 @@ class BatchedEngine:
         if batch.start_tables is None:
             hist = np.zeros((nc, nk, self._nd))
             # the most common window (every candidate's at a batch's first start) gets atom rows
+            # where the complement path saves more than they cost (~3 spreads per pair)
             windows, which, n_in = np.unique(np.stack([zref, rlo, rhi], axis=1), axis=0, return_inverse=True,
                                              return_counts=True)
             w = int(np.argmax(n_in))
-            rows, row_counts = _atom_rows(self._pi, self._pj, self._pkind, self._pd, self._pm0, self._pw,
-                                          *windows[w], keep.shape[1], nk, self._nd)
+            shared = which.ravel() == w
+            gain = _complement_gain(keep[shared].sum(axis=1), keep.shape[1], nk * self._nd // COMPLEMENT_ROW)
+            if np.maximum(gain, 0).sum() > 6 * self._pd.size:
+                rows, row_counts = _atom_rows(self._pi, self._pj, self._pkind, self._pd, self._pm0, self._pw,
+                                              *windows[w], keep.shape[1], nk, self._nd)
+            else:
+                shared[:] = False
+                rows, row_counts = np.zeros((0, nk, self._nd)), np.zeros(0, np.int64)
             count = _histograms(keep, self._pair_index, self._pkind, self._pd, self._pm0, self._pw,
-                                zref, rlo, rhi, hist, which.ravel() == w, rows, row_counts)
+                                zref, rlo, rhi, hist, shared, rows, row_counts)
             changed = True
         else:
             hist, tables, count, z0, lo0, hi0 = batch.start_tables
