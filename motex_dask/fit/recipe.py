@@ -17,7 +17,7 @@ import numpy as np
 from motex_dask.settings import FitSettings, ParamSpec
 
 IZ, ID1, ID2, IU = 0, 1, 2, 3  # positions in the physics vector θ
-#: First trust-region step of each kind of parameter (see batched.STEP0's rationale).
+#: First trust-region step of each kind of parameter (see the trust radii in fit/lm.py).
 _STEP0 = {"zoom": 0.005, "uiso": 0.002, "delta1": 0.1, "delta2": 0.5}
 
 
