@@ -457,8 +457,9 @@ class BatchedEngine:
         nc = keep.shape[0]
         present = counts > 0
         params = params.copy()
-        grids, rlo, rhi = self._states(rc.physics(params), present)
-        zref = rc.physics(params)[:, 0].copy()
+        theta = rc.physics(params)
+        grids, rlo, rhi = self._states(theta, present)
+        zref = theta[:, 0].copy()
         if self.mode == KERNEL:
             npairs, tables = self._tables(batch, zref, rlo, rhi)
         else:

@@ -47,6 +47,12 @@ def _atoms_where(keep_row, value, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _in_window(d, z, lo, hi):
+    dz = d * z
+    return dz >= lo and dz <= hi
+
+
+@numba.njit(cache=True, nogil=True)
 def _window_pairs(atoms, m, pair_index, pd, z, lo, hi, plist):
     """Pairs among atoms[:m] (ascending) whose zoomed distance lies in [lo, hi] into plist; returns how many."""
     npair = 0
@@ -54,11 +60,9 @@ def _window_pairs(atoms, m, pair_index, pd, z, lo, hi, plist):
         row = pair_index[atoms[a]]
         for b in range(a + 1, m):
             p = row[atoms[b]]
-            if p >= 0:
-                dz = pd[p] * z
-                if dz >= lo and dz <= hi:
-                    plist[npair] = p
-                    npair += 1
+            if p >= 0 and _in_window(pd[p], z, lo, hi):
+                plist[npair] = p
+                npair += 1
     return npair
 
 
@@ -141,12 +145,6 @@ def _histograms(keep, pair_index, pkind, pd, pm0, pw, zref, rlo, rhi, hist, shar
             p = plist[k]
             _spread(hist[c, pkind[p]], pm0[p], pw[p])
     return count
-
-
-@numba.njit(cache=True, nogil=True)
-def _in_window(d, z, lo, hi):
-    dz = d * z
-    return dz >= lo and dz <= hi
 
 
 NONE, TABLES, HISTOGRAMS = 0, 1, 2  # what `_shift_windows` updates
