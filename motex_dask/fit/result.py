@@ -48,20 +48,15 @@ class FitResult:
             return getattr(self, name)
         return self.params[name]
 
-    def set_row(self, row, rwp: float, scale: float, values: dict[str, float]) -> None:
-        """Store one fitted row: OK if every value is finite, NONFINITE (all NaN) otherwise."""
-        vals = [rwp, scale] + [values[name] for name in self.params]
-        if all(np.isfinite(v) for v in vals):
-            self.rwp[row], self.scale[row] = rwp, scale
-            for name in self.params:
-                self.params[name][row] = values[name]
-            self.status[row] = Status.OK
-        else:
-            self.mark(row, Status.NONFINITE)
+    def set_row(self, row: int, rwp: float, scale: float, values: dict[str, float]) -> None:
+        """Store one fitted row (see `set_rows`)."""
+        self.set_rows(np.array([row]), np.array([rwp]), np.array([scale]),
+                      {name: np.array([values[name]]) for name in self.params})
 
     def set_rows(self, rows: np.ndarray, rwp: np.ndarray, scale: np.ndarray, values: dict[str, np.ndarray],
                  frame: int | None = None) -> None:
-        """`set_row` for the rows `rows` (of frame `frame` in a series) at once, from aligned arrays."""
+        """Store fitted rows `rows` (of frame `frame` in a series) from aligned arrays: OK where every
+        value is finite, NONFINITE (all NaN) elsewhere."""
         ok = np.isfinite(rwp) & np.isfinite(scale)
         for name in self.params:
             ok &= np.isfinite(values[name])
