@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from motex_dask.campaign_file import load_campaign
-from motex_dask.fit import make_engine
+from motex_dask.fit import Engine, make_engine
 from motex_dask.stability import truth_overlap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,7 +102,7 @@ def alternatives(positions: np.ndarray, grain: np.ndarray) -> dict[str, list[np.
     return groups
 
 
-def demo_engine(positions: np.ndarray, truth: np.ndarray):
+def demo_engine(positions: np.ndarray, truth: np.ndarray) -> Engine:
     """The batched engine with the demo campaign's fit settings, against the truth's simulated data."""
     fit = load_campaign(ROOT / "workflows" / f"{AGGREGATE.name}.yaml").fit
     symbols = np.full(len(positions), "Au")
@@ -111,10 +111,9 @@ def demo_engine(positions: np.ndarray, truth: np.ndarray):
     return make_engine(symbols, positions, r[window], g[window], fit)
 
 
-def fit_alternatives(positions: np.ndarray, grain: np.ndarray) -> list[dict]:
+def fit_alternatives(engine: Engine, positions: np.ndarray, grain: np.ndarray) -> list[dict]:
     """R_wp of the truth and of each group of alternatives against the truth's simulated data."""
     truth = grain == 0
-    engine = demo_engine(positions, truth)
     groups = alternatives(positions, grain)
     rwp = np.asarray(engine.fit(np.array([m for ms in groups.values() for m in ms])).rwp)
     rows, k = [], 0
@@ -130,12 +129,12 @@ def fit_alternatives(positions: np.ndarray, grain: np.ndarray) -> list[dict]:
 SHELLS = (0.0, 3.0, 5.0, 7.0, 8.0, 11.0, 16.0, 25.0, np.inf)  # Å from the grain's centre
 
 
-def single_flips(positions: np.ndarray, grain: np.ndarray) -> dict:
+def single_flips(engine: Engine, positions: np.ndarray, grain: np.ndarray) -> dict:
     """R_wp change of flipping one atom of the truth's mask, per distance shell, and the ideal ranking."""
     truth = grain == 0
     masks = np.repeat(truth[None], len(truth) + 1, axis=0)
     masks[np.arange(1, len(truth) + 1), np.arange(len(truth))] ^= True
-    rwp = np.asarray(demo_engine(positions, truth).fit(masks).rwp, dtype=np.float64)
+    rwp = np.asarray(engine.fit(masks).rwp, dtype=np.float64)
     cost = rwp[1:] - rwp[0]
     # Keeping a truth atom lowers R_wp by its removal cost; keeping any other raises it by its addition cost.
     ideal = np.where(truth, -cost, cost)
@@ -166,12 +165,13 @@ def main() -> None:
     for name, c in copies.items():
         print(f"{name}: {c['model_atoms']} atoms; copies of the {c['truth_atoms']}-atom truth inside: "
               f"{c['copies_inside']}; largest other image inside: {c['largest_other_image_inside']} atoms")
-    rows = fit_alternatives(positions, grain)
+    engine = demo_engine(positions, grain == 0)
+    rows = fit_alternatives(engine, positions, grain)
     print("| alternative | atoms | overlap with truth | R_wp (best) | R_wp (median) |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['alternative']} | {row['atoms']} | {row['overlap_with_truth']:.2f} | "
               f"{row['rwp_best']:.4f} | {row['rwp_median']:.4f} |")
-    flips = single_flips(positions, grain)
+    flips = single_flips(engine, positions, grain)
     print(f"\none atom flipped at the truth (R_wp {flips['truth_rwp']:.4f}): a truth atom removed, any other added\n"
           "| distance from the grain's centre | atoms | truth atoms | R_wp change: mean | min | max |\n|---|---|---|---|---|---|")
     for row in flips["shells"]:
