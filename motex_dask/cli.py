@@ -1,7 +1,7 @@
 """`motex`: the command line, a thin layer over the Python API.
 
     motex run CAMPAIGN.yaml            run, resume or extend a campaign
-    motex status STORE [--json]        how far a campaign is
+    motex status STORE [--json]        how far a campaign is (STORE: the store, or the campaign file)
     motex explain STORE                steps 3-4 again on a finished or partial store
     motex report STORE                 one self-contained HTML page
     motex pdf STRUCTURE -o OUT.gr      the PDF of any structure file
@@ -41,6 +41,8 @@ _WRITE_ERRORS = {
 
 #: Write failures that are a full disk or quota: a run-time condition (OutOfSpaceError's exit code).
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: Help of the STORE argument (status, explain, stability, report).
+STORE_HELP = "the campaign's store (folder or URL), or the campaign file that wrote it"
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -138,10 +140,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(arg: str) -> str:
+    """The store a STORE argument names: a store's folder or URL as given, or a campaign file's store
+    (users type the file they ran; the store's default place is inside its output folder)."""
+    if Path(arg).suffix.lower() not in (".yaml", ".yml"):
+        return arg
+    if not Path(arg).is_file():
+        raise InputError(f"{arg}: no such campaign file; give the campaign file you ran, or its store")
+    from .campaign_file import load_campaign
+
+    return load_campaign(arg).store_path
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .store import format_status, status_report
 
-    report = status_report(args.store)
+    report = status_report(_store(args.store))
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 
@@ -150,7 +164,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .campaign import explain_store
     from .store import CampaignStore
 
-    summary = explain_store(CampaignStore.open_readonly(args.store), output_dir=args.output, cluster=args.cluster)
+    summary = explain_store(CampaignStore.open_readonly(_store(args.store)), output_dir=args.output, cluster=args.cluster)
     for name, path in summary.get("outputs", {}).items():
         print(f"{name}: {path}")
     return 0
@@ -161,7 +175,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from .stability import format_report
     from .store import CampaignStore
 
-    result = stability_store(CampaignStore.open_readonly(args.store), steps=args.steps, output=args.output,
+    result = stability_store(CampaignStore.open_readonly(_store(args.store)), steps=args.steps, output=args.output,
                              cluster=args.cluster)
     if args.json:
         print(json.dumps(result))
@@ -177,7 +191,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .htmlreport import write_html_report
 
-    print(write_html_report(args.store, args.output, outputs=args.outputs))
+    print(write_html_report(_store(args.store), args.output, outputs=args.outputs))
     return 0
 
 
@@ -308,19 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", parents=[common], help="progress of a campaign store")
-    p.add_argument("store")
+    p.add_argument("store", help=STORE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("explain", parents=[common], help="steps 3-4 (learn, SHAP, outputs) on a store")
-    p.add_argument("store")
+    p.add_argument("store", help=STORE_HELP)
     p.add_argument("-o", "--output", help="output folder (default: the campaign's; beside the store when "
                                           "it was moved or copied)")
     p.add_argument("--cluster", help="cluster profile name or file")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("stability", parents=[common], help="how much the atom ranking still moves (any store)")
-    p.add_argument("store")
+    p.add_argument("store", help=STORE_HELP)
     p.add_argument("--steps", type=int, default=5, help="growing prefixes to compare (stores without rounds)")
     p.add_argument("-o", "--output", help="also plot the report into this PNG")
     p.add_argument("--cluster", help="cluster profile name or file")
@@ -328,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stability)
 
     p = sub.add_parser("report", parents=[common], help="a self-contained HTML report of a store's outputs")
-    p.add_argument("store")
+    p.add_argument("store", help=STORE_HELP)
     p.add_argument("-o", "--output", help="HTML file (default: report.html in the output folder)")
     p.add_argument("--outputs", help="folder `motex explain -o` wrote (default: the campaign's output folder; "
                                      "beside the store when it was moved or copied)")

@@ -276,6 +276,8 @@ CASES: dict[str, Case] = {
                                 expected=["model.xyz", "is a file"]),
     "status_of_a_non_store": Case(args=["status", "results"], expected=["results", "not a motex_dask campaign store"]),
     "explain_a_non_store": Case(args=["explain", "nope.zarr"], expected=["nope.zarr", "not a motex_dask"]),
+    "status_of_a_missing_campaign_file": Case(args=["status", "nope.yaml"],
+                                              expected=["nope.yaml", "no such campaign file"]),
     "report_before_explain": Case(args=["report", "results/store.zarr"],
                                   expected=["results", "run `motex explain results/store.zarr` first"]),
     # the command line itself

@@ -130,6 +130,11 @@ def test_status_report_of_a_finished_store(finished):
     cli = subprocess.run([sys.executable, "-m", "motex_dask.cli", "status", url, "--json"], capture_output=True,
                          text=True, check=True)
     assert json.loads(cli.stdout) == {**report, "running": None}
+    # the campaign file that wrote the store names it too (what a user types after `motex run`)
+    path = finished[0]
+    by_file = subprocess.run([sys.executable, "-m", "motex_dask.cli", "status", str(path), "--json"],
+                             capture_output=True, text=True, check=True)
+    assert json.loads(by_file.stdout) == json.loads(cli.stdout)
 
 
 def test_a_complete_store_has_nothing_to_do(finished, client):
