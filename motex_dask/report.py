@@ -1,5 +1,5 @@
 """Step 4's files: atom contributions (CSV, extended XYZ, VESTA), the motif and the best candidates
-refined again and written as structures, PNG plots and summary.json.
+refined again and written as structures, the PNG plots (drawn by `plots`) and summary.json.
 
 Atoms that are not permuted have no SHAP value of their own. They are given the mean contribution
 (and mean uncertainty) of the permuted atoms they are ligands of, since they stay in a motif exactly
@@ -14,14 +14,11 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ase
 import ase.io
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -34,6 +31,8 @@ from .errors import InputError
 from .explain import Contributions
 from .fit import Engine, Status, make_engine
 from .learn import TrainResult
+from .plots import (CMAP, files_only, plot_beeswarm, plot_contributions, plot_fit, plot_learning_curve,
+                    plot_predicted_vs_true, plot_rwp_vs_size, plot_shape_features, plot_structure, vmax_of)
 from .shapes import ShapeReport
 from .stability import plot as plot_stability
 from .store import CampaignStore
@@ -41,8 +40,6 @@ from .structure import StartingModel
 
 log = logging.getLogger("motex_dask")
 
-#: Colour map of contributions: blue = negative (motif), red = positive (better removed).
-CMAP = "coolwarm"
 #: Best candidates written when no campaign settings are given.
 DEFAULT_BEST = 5
 
@@ -104,18 +101,13 @@ def _rgb(values: np.ndarray, vmax: float) -> np.ndarray:
     return rgb
 
 
-def _vmax(values: np.ndarray) -> float:
-    finite = np.abs(values[np.isfinite(values)])
-    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-
-
 def write_vesta(path: Path, symbols: np.ndarray, positions: np.ndarray, values: np.ndarray, title: str) -> Path:
     """A VESTA file of the structure in a P1 box, each site coloured by its contribution."""
     margin = 2.0
     lo = positions.min(axis=0) - margin
     box = float((positions.max(axis=0) + margin - lo).max())
     frac = (positions - lo) / box
-    rgb = _rgb(values, _vmax(values))
+    rgb = _rgb(values, vmax_of(values))
     labels = [f"{s}{i}" for i, s in enumerate(symbols)]
     elements = list(dict.fromkeys(symbols))
     radius = {e: 0.5 * covalent_radii[atomic_numbers[e]] for e in elements}
@@ -185,7 +177,7 @@ def refine_motifs(model: StartingModel, masks: np.ndarray, engine: Engine | None
     return {"keep": keep, **{k: stored[k] for k in refined}, "status": status}
 
 
-def _write_motif_xyz(path: Path, model: StartingModel, keep: np.ndarray, info: dict[str, Any]) -> Path:
+def write_motif_xyz(path: Path, model: StartingModel, keep: np.ndarray, info: dict[str, Any]) -> Path:
     """Kept atoms; positions scaled by the refined zoom (isotropic expansion about the origin)."""
     zoom = info.get("zoom")
     scale = zoom if zoom is not None and math.isfinite(zoom) else 1.0
@@ -220,7 +212,7 @@ def write_candidates(out: Path, model: StartingModel, data: PDFData | None, cont
                 "kept_permuted": " ".join(map(str, model.permuted[masks[k]]))}
         rows.append(info)
         if refit["keep"][k].any():
-            files[name] = _write_motif_xyz(out / f"{name}.xyz", model, refit["keep"][k],
+            files[name] = write_motif_xyz(out / f"{name}.xyz", model, refit["keep"][k],
                                            {q: v for q, v in info.items() if q != "kept_permuted"})
         if engine is not None and data is not None and ok:
             curves[name] = engine.model_pdf(refit["keep"][k], refit["scale"][k],
@@ -229,126 +221,6 @@ def write_candidates(out: Path, model: StartingModel, data: PDFData | None, cont
     files["best_candidates"] = out / "best_candidates.csv"
     candidates.to_csv(files["best_candidates"], index=False, float_format="%.8g")
     return candidates, curves
-
-
-# ----------------------------------------------------------------------------------------- plots
-
-@contextmanager
-def _files_only() -> Iterator[None]:
-    """pyplot on Agg while the plots are written (clusters and CI have no display, and a desktop
-    must not open windows); the caller's backend is back afterwards."""
-    before = matplotlib.get_backend()
-    plt.switch_backend("agg")
-    try:
-        yield
-    finally:
-        plt.switch_backend(before)
-
-
-def _savefig(fig: plt.Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_beeswarm(path: Path, contributions: Contributions, names: list[str], max_display: int = 20) -> Path:
-    """shap's beeswarm of the sampled candidates' SHAP values (atoms and motif size)."""
-    import shap
-
-    s = contributions.shap_sample
-    expl = shap.Explanation(values=s["shap"][:, :-1], base_values=s["shap"][:, -1], data=s["X"],
-                            feature_names=names)
-    shap.plots.beeswarm(expl, max_display=max_display, show=False)
-    fig = plt.gcf()
-    fig.suptitle(f"SHAP values of {len(s['index'])} sampled candidates (R_wp)", fontsize=10)
-    return _savefig(fig, path)
-
-
-def plot_rwp_vs_size(path: Path, trained: TrainResult, best: pd.DataFrame, motif: dict[str, Any]) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    s = trained.store_sample
-    ax.scatter(s["motif_size"], s["rwp"], s=4, alpha=0.3, color="0.4", lw=0,
-               label=f"{len(s['rwp'])} sampled candidates")
-    ax.scatter(best["n_atoms"], best["rwp_store"], s=30, color="tab:orange", label="lowest R_wp")
-    if motif["rwp"] is not None and np.isfinite(motif["rwp"]):
-        ax.scatter([motif["n_atoms"]], [motif["rwp"]], s=120, marker="*", color="tab:blue", zorder=3,
-                   label="motif (contributions < 0)")
-    ax.set_xlabel("motif size (atoms)")
-    ax.set_ylabel("R_wp")
-    ax.legend(fontsize=8)
-    return _savefig(fig, path)
-
-
-def plot_predicted_vs_true(path: Path, trained: TrainResult) -> Path:
-    t, m = trained.test_sample, trained.metrics["test"]
-    fig, ax = plt.subplots(figsize=(4.8, 4.6))
-    ax.scatter(t["rwp"], t["predicted"], s=5, alpha=0.4, lw=0)
-    lo, hi = np.nanmin([t["rwp"].min(), t["predicted"].min()]), np.nanmax([t["rwp"].max(), t["predicted"].max()])
-    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
-    ax.set_xlabel("R_wp (fit)")
-    ax.set_ylabel("R_wp (model)")
-    ax.set_title(f"test set: n = {m['n']}, R² = {m['r2']:.4f}\nMSE = {m['mse']:.3g}, MAE = {m['mae']:.3g}",
-                 fontsize=9)
-    return _savefig(fig, path)
-
-
-def plot_learning_curve(path: Path, trained: TrainResult) -> Path:
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, metrics in trained.history.items():
-        ax.plot(np.arange(1, len(metrics["rmse"]) + 1), metrics["rmse"], label=name)
-    ax.axvline(trained.n_trees, color="k", ls=":", lw=0.8, label=f"best round {trained.n_trees}")
-    ax.set_yscale("log")
-    ax.set_xlabel("boosting round")
-    ax.set_ylabel("RMSE of R_wp")
-    ax.legend(fontsize=8)
-    return _savefig(fig, path)
-
-
-def plot_structure(path: Path, model: StartingModel, values: dict[str, np.ndarray]) -> Path:
-    """The starting model in 3D, coloured by contribution (inherited values drawn smaller)."""
-    c = values["contribution"]
-    vmax = _vmax(c)
-    norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
-    fig = plt.figure(figsize=(6, 5))
-    ax = fig.add_subplot(projection="3d")
-    p = model.positions
-    perm = values["permuted"]
-    for sel, size, edge in ((~perm, 25, "0.3"), (perm, 70, "k")):
-        sc = ax.scatter(p[sel, 0], p[sel, 1], p[sel, 2], c=np.nan_to_num(c[sel]), cmap=CMAP, norm=norm, s=size,
-                        edgecolors=edge, linewidths=0.4, depthshade=False)
-    fig.colorbar(sc, ax=ax, shrink=0.7, label="atom contribution to R_wp")
-    ax.set_title("blue: motif atoms (large: permuted, small: ligands)", fontsize=9)
-    ax.set_axis_off()
-    return _savefig(fig, path)
-
-
-def plot_contributions(path: Path, table: pd.DataFrame, max_atoms: int = 60) -> Path:
-    """Contribution ± uncertainty per atom, best first."""
-    t = table.head(max_atoms)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.16 * len(t) + 2), 3.8))
-    colors = np.where(t["contribution"] < 0, "tab:blue", "tab:red")
-    ax.bar(np.arange(len(t)), t["contribution"], yerr=t["uncertainty"], color=colors, capsize=1.5)
-    ax.set_xticks(np.arange(len(t)), [f"{e}{i}" for e, i in zip(t["element"], t["index"])], rotation=90,
-                  fontsize=6)
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel("atom contribution (R_wp)")
-    shown = f"the {len(t)} best of {len(table)}" if len(t) < len(table) else f"all {len(t)}"
-    ax.set_title(f"atom contributions, {shown} permuted atoms", fontsize=9)
-    return _savefig(fig, path)
-
-
-def plot_fit(path: Path, r: np.ndarray, gobs: np.ndarray, curves: dict[str, np.ndarray]) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(r, gobs, "k.", ms=2, label="data")
-    offset = gobs.min() - 0.1 * np.ptp(gobs)
-    for name, g in curves.items():
-        line, = ax.plot(r, g, lw=1, label=name)
-        ax.plot(r, gobs - g + offset, lw=0.7, color=line.get_color(), alpha=0.7, label=f"data − {name} (offset)")
-        offset -= 0.3 * np.ptp(gobs)
-    ax.set_xlabel("r (Å)")
-    ax.set_ylabel("G(r)")
-    ax.legend(fontsize=8)
-    return _savefig(fig, path)
 
 
 # --------------------------------------------------------------------------------------- summary
@@ -370,35 +242,8 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _write_json(path: Path, obj: Any) -> Path:
+def write_json(path: Path, obj: Any) -> Path:
     path.write_text(json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n")
-    return path
-
-
-def plot_shape_features(path: Path, shapes: ShapeReport) -> Path:
-    """R_wp against the shape's radius (sample, binned minimum and median) and the shape features' mean |SHAP|."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
-    left.scatter(shapes.sample["radius"], shapes.sample["rwp"], s=3, alpha=0.25, color="0.5", label="shape candidates")
-    bins = shapes.rwp_vs_radius
-    mid = 0.5 * (np.asarray(bins["radius_low"]) + np.asarray(bins["radius_high"]))
-    left.plot(mid, bins["rwp_min"], "o-", color="C0", label="lowest in bin")
-    left.plot(mid, bins["rwp_median"], "s--", color="C1", label="median in bin")
-    best = shapes.best
-    left.plot([best["radius"]], [best["rwp"]], "*", ms=14, color="C3",
-              label=f"best: r = {best['radius']:.2f} Å, R_wp = {best['rwp']:.4f}")
-    left.set_xlabel("radius (Å; ellipsoids: geometric mean of the semi-axes)")
-    left.set_ylabel("R_wp")
-    left.legend(fontsize=8)
-    left.set_title("R_wp against the shape's radius")
-    names = list(shapes.feature_shap)
-    right.barh(names, [shapes.feature_shap[n] for n in names], color="C2")
-    right.invert_yaxis()
-    r2 = f"test R² {shapes.r2_test:.3f}" if shapes.r2_test is not None else "too few rows for a model"
-    right.set_xlabel("mean |SHAP| (R_wp)")
-    right.set_title(f"shape features ({r2})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -436,7 +281,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
 
     files["search"] = out / "hyperparameter_search.csv"
     pd.DataFrame(train_result.search or [{"trial": None, "state": "search off"}]).to_csv(files["search"], index=False)
-    files["best_params"] = _write_json(out / "best_params.json", {"params": train_result.params,
+    files["best_params"] = write_json(out / "best_params.json", {"params": train_result.params,
                                                                   "searched": train_result.best_params,
                                                                   "n_trees": train_result.n_trees})
     files["model"] = out / "xgboost_model.ubj"
@@ -452,7 +297,7 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
 
     names_display = [f"{s}{i}" for s, i in zip(contributions.symbols, contributions.atom_index)] + ["motif size"]
     rows = candidates.to_dict("records")
-    with _files_only():
+    with files_only():
         if curves:
             files["fit_png"] = plot_fit(out / "motif_fit.png", data.r, data.g, shown)
         files["beeswarm_png"] = plot_beeswarm(out / "shap_beeswarm.png", contributions, names_display)
@@ -497,5 +342,5 @@ def write_outputs(output_dir: str | Path, model: StartingModel, data: PDFData | 
     }
     files["summary"] = out / "summary.json"
     summary["files"]["summary"] = "summary.json"
-    _write_json(files["summary"], summary)
+    write_json(files["summary"], summary)
     return files

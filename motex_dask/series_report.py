@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from .data import PDFData
 from .explain import Contributions
 from .fit import Status, make_engine
-from .report import CMAP, _savefig, _vmax, _write_json, _write_motif_xyz, plt
+from .plots import CMAP, savefig, vmax_of
+from .report import write_json, write_motif_xyz
 from .settings import Campaign
 from .store import CampaignStore
 from .structure import StartingModel
@@ -61,7 +63,7 @@ def plot_heatmap(path: Path, table: pd.DataFrame, names: list[str]) -> Path:
     """Contribution of every permuted atom (rows) in every frame (columns); blue: motif."""
     grid = table.pivot(index="index", columns="frame", values="contribution")[names]
     values = grid.to_numpy()
-    vmax = _vmax(values.ravel())
+    vmax = vmax_of(values.ravel())
     fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(names) + 2.5), max(4.0, 0.05 * len(grid) + 1.5)))
     im = ax.imshow(values, aspect="auto", cmap=CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
     ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=7)
@@ -70,7 +72,7 @@ def plot_heatmap(path: Path, table: pd.DataFrame, names: list[str]) -> Path:
     ax.set_ylabel("atom (index in the starting model)")
     fig.colorbar(im, ax=ax, label="atom contribution to R_wp")
     ax.set_title("atom contributions per frame (blue: motif)", fontsize=9)
-    return _savefig(fig, path)
+    return savefig(fig, path)
 
 
 def plot_rwp(path: Path, motifs: pd.DataFrame) -> Path:
@@ -83,7 +85,7 @@ def plot_rwp(path: Path, motifs: pd.DataFrame) -> Path:
     ax.set_ylabel("R_wp")
     ax.legend(fontsize=8)
     ax.set_title("goodness of fit per frame", fontsize=9)
-    return _savefig(fig, path)
+    return savefig(fig, path)
 
 
 def write_series_outputs(out: Path, model: StartingModel, frames: tuple[PDFData, ...], campaign: Campaign,
@@ -110,13 +112,13 @@ def write_series_outputs(out: Path, model: StartingModel, frames: tuple[PDFData,
                 "best_candidate": int(best_row[f]), "best_candidate_rwp": float(best_rwp[f])}
         rows.append(info)
         if refit["keep"][f].any():
-            _write_motif_xyz(out / "motifs" / f"{Path(name).stem}.xyz", model, refit["keep"][f], info)
+            write_motif_xyz(out / "motifs" / f"{Path(name).stem}.xyz", model, refit["keep"][f], info)
     motifs = pd.DataFrame(rows)
     files["frame_motifs"] = out / "frame_motifs.csv"
     motifs.to_csv(files["frame_motifs"], index=False, float_format="%.8g")
     files["motifs"] = out / "motifs"
     files["heatmap_png"] = plot_heatmap(out / "frame_contributions.png", table, names)
     files["frame_rwp_png"] = plot_rwp(out / "frame_rwp.png", motifs)
-    files["series"] = _write_json(out / "series.json", {"frames": names, "motifs": rows,
+    files["series"] = write_json(out / "series.json", {"frames": names, "motifs": rows,
                                                         "files": {k: p.name for k, p in files.items()}})
     return files
