@@ -40,7 +40,7 @@ from .inputs import Inputs, fit_problem
 from .proposal import BLIND, RoundPlan, plan_round
 from .settings import Campaign
 from .stability import Ranking, StoppingRule, decision, report
-from .store import CampaignStore
+from .store import STOP_REASONS, CampaignStore
 
 log = logging.getLogger("motex_dask")
 
@@ -181,15 +181,11 @@ def run_rounds(inputs: Inputs, profile: Any, store: CampaignStore, progress: boo
             reason = decision(rows, rule) or ("size" if plan.stop >= cat.size else None)
             if reason:
                 store.record_rounds(rounds, stopped=reason)
-                log.info("adaptive campaign stopped after round %d: %s", plan.round, _REASONS[reason])
+                log.info("adaptive campaign stopped after round %d: %s", plan.round, STOP_REASONS[reason])
                 return {"fits": fits, "rounds": rows, "stopped": reason, "learned": learned}
             rounds.append({"plan": _next_plan(store, campaign, plan, rounds[-1],
                                                 inputs.model.permuted_positions).to_dict()})
             store.record_rounds(rounds)  # this round's ranking and the next plan, in one write
-
-
-_REASONS = {"stable": "the ranking is stable", "max_fits": "catalogue.adaptive.max_fits reached",
-            "size": "catalogue.size candidates drawn"}
 
 
 def prefix_stability(client: Client, campaign: Campaign, store: CampaignStore, steps: int,

@@ -21,7 +21,7 @@ from motex_dask.campaign_file import load_campaign
 from motex_dask.pdf import pdf_from_atoms, write_gr
 from motex_dask.proposal import BLIND, MUTATION, SHAPE
 from motex_dask.stability import Ranking, truth_overlap
-from motex_dask.store import CampaignStore
+from motex_dask.store import CampaignStore, format_status, status_report
 from motex_dask.store.layout import ATTR
 
 N_TRUTH = 16
@@ -121,8 +121,18 @@ def test_a_run_killed_inside_a_round_resumes_to_the_same_store(finished, tmp_pat
     group["chunk_done_snapshot"][lost] = 0
     group["rwp"][lost * 200:(lost + 1) * 200] = np.nan
 
+    # what `motex status` says of the killed run: the last round not ranked, the campaign not stopped
+    killed = status_report(url)
+    assert killed["rounds"] == {"planned": len(rounds), "ranked": len(rounds) - 1, "stopped": None,
+                                "max_candidates": campaign.catalogue.size}
+    text = format_status(killed)
+    assert "not stopped yet (run `motex run CAMPAIGN` again to go on)" in text and "complete" not in text
+
     run_campaign(copy, progress=False)
     assert_same_store(campaign.store_path, url)
+    done = status_report(url)["rounds"]
+    assert done["ranked"] == done["planned"] == len(rounds) and done["stopped"] == "stable"
+    assert "stopped: the ranking is stable" in format_status(status_report(url))
     resumed = CampaignStore.open_readonly(url)
     assert resumed.attrs["stopped"] == "stable"
     before = Ranking.from_dict(CampaignStore.open_readonly(campaign.store_path).rounds[-1]["ranking"])

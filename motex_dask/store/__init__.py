@@ -6,8 +6,8 @@
 
 from .layout import (ARRAY_NAMES, CENTRE, FRAME_LEDGER, LOCK_KEY, SEMI_AXES, SNAPSHOT, SNAPSHOT_SECONDS,
                      TIMING_ARRAYS, shape_columns)
-from .status import format_status, status_report
+from .status import STOP_REASONS, format_status, status_report
 from .store import CampaignStore
 
 __all__ = ["ARRAY_NAMES", "CENTRE", "FRAME_LEDGER", "LOCK_KEY", "SEMI_AXES", "SNAPSHOT", "SNAPSHOT_SECONDS",
-           "TIMING_ARRAYS", "CampaignStore", "format_status", "shape_columns", "status_report"]
+           "STOP_REASONS", "TIMING_ARRAYS", "CampaignStore", "format_status", "shape_columns", "status_report"]

@@ -12,6 +12,10 @@ from ..fit import Status
 from .lock import RunLock, format_time
 from .store import CampaignStore
 
+#: Why an adaptive campaign stopped (the ledger's `stopped`), in words.
+STOP_REASONS = {"stable": "the ranking is stable", "max_fits": "catalogue.adaptive.max_fits reached",
+                "size": "catalogue.size candidates drawn"}
+
 
 def status_report(store: CampaignStore | str) -> dict[str, Any]:
     """How far a campaign is: chunks, fits, failures by reason, best R_wp, lock holder, ETA."""
@@ -72,7 +76,16 @@ def status_report(store: CampaignStore | str) -> dict[str, Any]:
         "seconds_per_row": row_seconds,
         "hosts": _hosts(store, done),
         **({} if store.n_frames is None else {"frames": _frames_report(store)}),
+        **({"rounds": _rounds_report(store)} if store.rounds else {}),
     }
+
+
+def _rounds_report(store: CampaignStore) -> dict[str, Any]:
+    """An adaptive campaign: rounds planned and ranked, why it stopped (None: not yet), the most
+    candidates it may draw. Its store holds only the rounds drawn so far (`size`)."""
+    rounds = store.rounds
+    return {"planned": len(rounds), "ranked": sum("ranking" in r for r in rounds),
+            "stopped": store.attrs.get("stopped"), "max_candidates": store.settings["catalogue"]["size"]}
 
 
 def _hosts(store: CampaignStore, done: np.ndarray) -> dict[str, int]:
@@ -142,10 +155,17 @@ def format_status(report: dict[str, Any]) -> str:
             lines.append(f"rate       {r['rate_rows_per_s']:.1f} candidates/s, ETA {_duration(r['eta_s'])}")
     elif r["fits_done"] < r["fits_total"]:
         lines.append("running    no (run `motex run CAMPAIGN` again to resume)")
+    rounds = r.get("rounds")
+    if rounds:
+        stop = f"stopped: {STOP_REASONS.get(rounds['stopped'], rounds['stopped'])}" if rounds["stopped"] else \
+            "not stopped yet" + ("" if r["running"] else " (run `motex run CAMPAIGN` again to go on)")
+        lines.append(f"rounds     {rounds['ranked']} ranked of {rounds['planned']} drawn, at most "
+                     f"{rounds['max_candidates']} candidates; {stop}")
     if r["fits_done"] < r["fits_total"] and r["work_left_s"] is not None:
         lines.append(f"work left  {_duration(r['work_left_s'])} on one worker thread "
                      f"({1000 * r['seconds_per_row']:.2f} ms per candidate)")
     frames = r.get("frames", {})
-    if r["fits_done"] == r["fits_total"] and frames.get("done") == frames.get("total"):
+    if r["fits_done"] == r["fits_total"] and frames.get("done") == frames.get("total") \
+            and (not rounds or rounds["stopped"]):
         lines.append("complete   every candidate is done" + (" in every frame" if frames else ""))
     return "\n".join(lines)
