@@ -116,7 +116,8 @@ def _shap_block(X: np.ndarray, y: np.ndarray, index: np.ndarray, ok: np.ndarray,
     # Sizes above the census maximum only appear if fits were added since; they share the last bin.
     size_bin = np.minimum(s.astype(np.int64), n_sizes - 1)
     out: dict[str, Any] = {
-        "best_n": int(best.sum()), "best_kept": best_kept, "n": len(X), "kept_n": x.sum(0), "kept_sum": ax.sum(0), "all_sum": a.sum(0),
+        "best_n": int(best.sum()), "best_kept": best_kept,
+        "n": len(X), "kept_n": x.sum(0), "kept_sum": ax.sum(0), "all_sum": a.sum(0),
         "kept_sq": (ax * a).sum(0), "all_sq": (a * a).sum(0),
         "abs_sum": np.abs(phi[:, :-1].astype(np.float64)).sum(0),
         "bias_sum": float(phi[:, -1].astype(np.float64).sum()),

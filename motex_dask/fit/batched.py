@@ -462,10 +462,11 @@ class BatchedEngine:
         zref = theta[:, 0].copy()
         if self.mode == KERNEL:
             npairs, tables = self._tables(batch, zref, rlo, rhi)
-        else:
+        else:  # the pair lists of the rows `listed`, in their windows: built once a round, shared by its groups
             tables = None
-            starts = self._pair_lists(keep, np.arange(nc), zref, rlo, rhi)[0]
-            npairs = starts[:, -1] - starts[:, 0]
+            listed = np.arange(nc)
+            lists = self._pair_lists(keep, listed, zref, rlo, rhi)
+            npairs = lists[0][:, -1] - lists[0][:, 0]
         npairs0 = npairs.copy()
         out = np.zeros((nc, 5))  # cost, scale, evaluations, start's cost and scale
         out[:, :2] = np.nan
@@ -487,8 +488,8 @@ class BatchedEngine:
                 idx = todo[which == g]
                 grid = self._grid_of(key)
                 gd = self._grid_data(grid)
-                lists = self._pair_lists(keep, idx, zref[idx], rlo[idx], rhi[idx]) if self.mode == EXACT else None
-                kd, ed = self._eval_args(grid, gd, gd.prefactors(counts[idx]), tables, lists)
+                group = None if self.mode == KERNEL else (lists[0][np.searchsorted(listed, idx)], *lists[1:])
+                kd, ed = self._eval_args(grid, gd, gd.prefactors(counts[idx]), tables, group)
                 _refine(self.mode, kd, ed, idx, params, rc.matrix, lo, hi, rc.free, rc.step0,
                         grid.nq - grid.kmin, gd.rt_fac, gd.gq[f], float(self.g2[f]), max_iter, ftol, out, carry)
             if rnd > 0 or not refine:  # each round starts at the previous optimum in its fresh state
@@ -514,9 +515,10 @@ class BatchedEngine:
             best_scale[settled[better]] = out[settled[better], 1]
             best_params[settled[better]] = params[settled[better]]
             grids[todo], zref[todo], rlo[todo], rhi[todo] = fresh, theta[:, 0], new_lo, new_hi
-            if self.mode == EXACT:  # pair counts follow the new windows (lists are rebuilt per group)
-                starts = self._pair_lists(keep, todo, zref[todo], rlo[todo], rhi[todo])[0]
-                npairs[todo] = starts[:, -1] - starts[:, 0]
+            if self.mode == EXACT:  # the lists and pair counts follow the new windows
+                listed = todo
+                lists = self._pair_lists(keep, listed, zref[listed], rlo[listed], rhi[listed])
+                npairs[listed] = lists[0][:, -1] - lists[0][:, 0]
             todo = todo[(moved | regrid) & (npairs[todo] > 0)]
         self.evaluations += int(out[:, 2].sum())
         return npairs0, best, best_scale, best_params

@@ -43,6 +43,15 @@ def _apply_r(rt_fac, v, out):
             out[i] += rt_fac[jj, i] * cj
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _physics(matrix, p, theta):
+    """theta = matrix @ p: the physics vector θ of the recipe's parameters p."""
+    for r in range(matrix.shape[0]):
+        theta[r] = 0.0
+        for k in range(matrix.shape[1]):
+            theta[r] += matrix[r, k] * p[k]
+
+
 @numba.njit(cache=True, nogil=True)
 def _solve(h, g, act, mu, x, idx, a):
     """x[act] = -(h + mu diag(h))[act, act]^-1 g[act] by Gaussian elimination; x = 0 elsewhere.
@@ -117,10 +126,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
         c = idx[n]
         for k in range(npar):
             p[k] = params[c, k]
-        for r in range(nfull):
-            theta[r] = 0.0
-            for k in range(npar):
-                theta[r] += matrix[r, k] * p[k]
+        _physics(matrix, p, theta)
         if use[c]:
             nev = 0
             for i in range(na):
@@ -201,10 +207,7 @@ def _refine(mode, kd, ed, idx, params, matrix, lo, hi, free, step0, na, rt_fac, 
                 for k in range(m):
                     j = fidx[k]
                     pn[j] = min(max(p[j] + step[k] / shrink, lo[c, j]), hi[c, j])
-                for r in range(nfull):
-                    theta[r] = 0.0
-                    for k in range(npar):
-                        theta[r] += matrix[r, k] * pn[k]
+                _physics(matrix, pn, theta)
                 # the F-space Jacobian comes along (most trials are accepted); only its
                 # product with R waits for acceptance
                 _evaluate(mode, kd, ed, c, n, theta, f, fj, True)

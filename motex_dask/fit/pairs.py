@@ -209,6 +209,7 @@ def _pair_lists(keep, cand, pair_index, pd, pid, ud, ukind, n_kinds, z, lo, hi):
     distance, multiplicity).
     """
     kept = np.empty(keep.shape[1], np.int64)
+    plist = np.empty(pd.size, np.int64)
     mult = np.zeros(ud.size, np.int64)
     touched = np.empty(ud.size, np.int64)
     starts = np.empty((cand.size, n_kinds + 1), np.int64)
@@ -218,16 +219,12 @@ def _pair_lists(keep, cand, pair_index, pd, pid, ud, ukind, n_kinds, z, lo, hi):
     for n in range(cand.size):
         nt = 0
         m = _atoms_where(keep[cand[n]], True, kept)
-        for a in range(m):
-            row = pair_index[kept[a]]
-            for b in range(a + 1, m):
-                p = row[kept[b]]
-                if p >= 0 and _in_window(pd[p], z[n], lo[n], hi[n]):
-                    u = pid[p]
-                    if mult[u] == 0:
-                        touched[nt] = u
-                        nt += 1
-                    mult[u] += 1
+        for k in range(_window_pairs(kept, m, pair_index, pd, z[n], lo[n], hi[n], plist)):
+            u = pid[plist[k]]
+            if mult[u] == 0:
+                touched[nt] = u
+                nt += 1
+            mult[u] += 1
         if pos + nt > d_out.size:  # grow the outputs geometrically
             size = max(2 * d_out.size, pos + nt, 1024)
             d_new = np.empty(size)

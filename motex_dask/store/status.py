@@ -53,6 +53,7 @@ def status_report(store: CampaignStore | str) -> dict[str, Any]:
             elapsed = time.time() - ends[first]
             rate = float((done[recent].sum() - done[first]) / elapsed) if elapsed > 0 else None
             eta = n_left / rate if rate else None
+    rounds = store.rounds  # an adaptive campaign's ledger
     return {
         "store": url,
         "fingerprint": store.fingerprint,
@@ -76,14 +77,13 @@ def status_report(store: CampaignStore | str) -> dict[str, Any]:
         "seconds_per_row": row_seconds,
         "hosts": _hosts(store, done),
         **({} if store.n_frames is None else {"frames": _frames_report(store)}),
-        **({"rounds": _rounds_report(store)} if store.rounds else {}),
+        **({"rounds": _rounds_report(store, rounds)} if rounds else {}),
     }
 
 
-def _rounds_report(store: CampaignStore) -> dict[str, Any]:
-    """An adaptive campaign: rounds planned and ranked, why it stopped (None: not yet), the most
-    candidates it may draw. Its store holds only the rounds drawn so far (`size`)."""
-    rounds = store.rounds
+def _rounds_report(store: CampaignStore, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """An adaptive campaign's round ledger: rounds planned and ranked, why it stopped (None: not yet),
+    the most candidates it may draw. Its store holds only the rounds drawn so far (`size`)."""
     return {"planned": len(rounds), "ranked": sum("ranking" in r for r in rounds),
             "stopped": store.attrs.get("stopped"), "max_candidates": store.settings["catalogue"]["size"]}
 
